@@ -1,0 +1,1 @@
+//! eBPF object embedding and loading (filled in by the eBPF build path).

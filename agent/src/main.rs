@@ -1,0 +1,5 @@
+//! `gatehouse-agent` binary: parses arguments and runs the agent.
+
+fn main() -> anyhow::Result<()> {
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! `gatehouse-collector` binary.
+
+fn main() -> anyhow::Result<()> {
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! `gatehouse` user CLI.
+
+fn main() -> anyhow::Result<()> {
+    Ok(())
+}

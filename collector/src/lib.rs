@@ -1,0 +1,2 @@
+//! Gatehouse collector: the central service agents ship events to.
+#![deny(missing_docs)]

@@ -1,0 +1,5 @@
+//! `dev-stack` binary: the local stack behind `cargo xtask dev`.
+
+fn main() -> anyhow::Result<()> {
+    Ok(())
+}

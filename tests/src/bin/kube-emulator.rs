@@ -1,0 +1,5 @@
+//! `kube-emulator` binary.
+
+fn main() -> anyhow::Result<()> {
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! Test harness: free loopback ports, kubeconfigs, real kubectl, stack launchers.

@@ -1,0 +1,1 @@
+//! Local OpenID Connect issuer for tests and the dev stack.
