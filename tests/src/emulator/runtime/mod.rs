@@ -45,3 +45,71 @@ pub struct PodSpec {
     /// Containers in spec order.
     pub containers: Vec<ContainerSpec>,
 }
+
+/// What a container is doing now, for `status.containerStatuses`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContainerState {
+    /// Not started (yet); `reason` such as `ContainerCreating` or `RunContainerError`.
+    Waiting {
+        /// Kubelet-style reason.
+        reason: String,
+        /// Detail for users.
+        message: String,
+    },
+    /// Main process running since `started_at` (RFC 3339).
+    Running {
+        /// RFC 3339 start time.
+        started_at: String,
+    },
+    /// Main process exited.
+    Terminated {
+        /// Exit code (128 + signal for signals).
+        exit_code: i32,
+        /// RFC 3339 start time.
+        started_at: String,
+        /// RFC 3339 end time.
+        finished_at: String,
+    },
+}
+
+/// The runtime: owns every pod's processes and cgroups.
+///
+/// CONTRACT (the API layer relies on these signatures; the runtime work fills them in).
+#[derive(Debug)]
+pub struct ContainerRuntime {
+    config: RuntimeConfig,
+}
+
+impl ContainerRuntime {
+    /// Creates the runtime; creates `cgroup_root` if set.
+    pub fn new(config: RuntimeConfig) -> std::io::Result<Self> {
+        Ok(Self { config })
+    }
+
+    /// The settings this runtime was built with.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// Starts every container's main process of `pod` (idempotent per pod uid).
+    pub async fn start_pod(&self, pod: PodSpec) {
+        let _ = pod;
+    }
+
+    /// Current state of one container.
+    pub fn container_state(&self, pod_uid: &str, container: &str) -> ContainerState {
+        let _ = (pod_uid, container);
+        ContainerState::Waiting {
+            reason: "ContainerCreating".into(),
+            message: String::new(),
+        }
+    }
+
+    /// Kills the pod's processes and removes its cgroups.
+    pub async fn stop_pod(&self, pod_uid: &str) {
+        let _ = pod_uid;
+    }
+
+    /// Kills everything and removes `cgroup_root` (emulator shutdown).
+    pub async fn shutdown(&self) {}
+}
