@@ -1,7 +1,45 @@
 //! Gatehouse agent: the node-local gateway every kubectl request goes through.
 //!
 //! # Layout
+//! - [`config`]: typed settings ([`config::AgentConfig`]) with defaults and validation.
+//! - [`cli`]: `gatehouse-agent` command-line flags, turned into an [`config::AgentConfig`].
+//! - [`telemetry`]: tracing subscriber setup (`--log-format json|text`).
+//! - [`tls`]: reading PEM files into rustls server and client configs.
+//! - [`server`]: the TLS listener (h2 + http/1.1, upgrades) and graceful shutdown; [`server::run`].
+//! - [`shutdown`]: the SIGINT/SIGTERM future.
+//! - [`proxy`]: the request path, assembled in one function, phase by phase.
+//! - [`authenticate`]: Bearer OIDC ID token verification (discovery, JWKS, claims, cache).
+//! - [`classify`]: [`classify::RequestInfo`] and rejection of ambiguous paths.
+//! - [`forward`]: the upstream client: header rewriting, impersonation, streaming, upgrades.
+//! - [`audit`]: the per-request context and its one audit line.
+//! - [`status`]: every error the agent answers with, as a `v1.Status` response.
 //! - [`ebpf`]: loads the embedded eBPF object and reads kernel events from its ring buffer.
 #![deny(missing_docs)]
 
+pub mod audit;
+pub mod authenticate;
+pub mod classify;
+pub mod cli;
+pub mod config;
 pub mod ebpf;
+pub mod forward;
+pub mod proxy;
+pub mod server;
+pub mod shutdown;
+pub mod status;
+pub mod telemetry;
+pub mod tls;
+
+/// Boxed error type carried by response and request bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type of every request the agent sends and every response it returns.
+pub type Body = http_body_util::combinators::BoxBody<bytes::Bytes, BoxError>;
+
+/// Wraps a complete byte buffer as a [`Body`].
+pub fn full_body(bytes: impl Into<bytes::Bytes>) -> Body {
+    use http_body_util::BodyExt;
+    http_body_util::Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}

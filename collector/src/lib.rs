@@ -1,2 +1,20 @@
 //! Gatehouse collector: the central service agents ship events to.
+//!
+//! This first version is the service skeleton the later work plugs into: an HTTP server on
+//! loopback with `/healthz`, `/readyz` and Prometheus `/metrics`. Event ingest, approvals,
+//! policy distribution, the ClickHouse writer and the audit query API arrive in later
+//! versions; until then every other path answers 404.
+//!
+//! # Layout
+//! - [`config`]: [`config::CollectorConfig`] with defaults.
+//! - [`metrics`]: the collector's metric families, registered under `gatehouse_collector`.
+//! - [`server`]: the HTTP listener, routes and graceful shutdown; [`server::run`].
+//! - [`shutdown`]: the SIGINT/SIGTERM future.
+//! - [`telemetry`]: tracing subscriber setup (`--log-format json|text`).
 #![deny(missing_docs)]
+
+pub mod config;
+pub mod metrics;
+pub mod server;
+pub mod shutdown;
+pub mod telemetry;

@@ -1,1 +1,488 @@
 //! Local OpenID Connect issuer for tests and the dev stack.
+//!
+//! Serves HTTPS on `127.0.0.1` (certificate from a [`Ca`]):
+//! - `GET /.well-known/openid-configuration` — discovery;
+//! - `GET /jwks` — one ES256 (P-256) signing key, `kid` = its thumbprint prefix;
+//! - `POST /token` — OAuth2 password grant for the dev users: form fields
+//!   `grant_type=password&username=alice&password=gatehouse-dev`; answers
+//!   `{"id_token", "access_token", "token_type", "expires_in"}` (12 h);
+//! - `GET /dev/token?user=alice` — the same ID token as plain text, for `curl`.
+//!
+//! Tokens carry `iss`, `aud` (the client id), `sub` and `preferred_username` (the user name),
+//! `email` (`<name>@example.com` unless the name already is an address), `email_verified`,
+//! `groups`, `iat`, `nbf`, `exp`, and a `kid` header. Only for loopback use: the password
+//! is the same for every user and is printed in the docs.
+
+use crate::pki::{Ca, PkiError};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// The password every dev user logs in with at `POST /token`.
+pub const DEV_PASSWORD: &str = "gatehouse-dev";
+/// The OAuth client id (token audience) the issuer mints for.
+pub const CLIENT_ID: &str = "gatehouse";
+/// Lifetime of tokens handed out by `/token` and `/dev/token`.
+pub const DEV_TOKEN_TTL: Duration = Duration::from_secs(12 * 3600);
+
+/// Errors starting the issuer or minting tokens.
+#[derive(Debug, thiserror::Error)]
+pub enum OidcError {
+    /// Key or certificate generation failed.
+    #[error("generating issuer keys")]
+    Pki(#[from] PkiError),
+    /// rcgen refused to generate the signing key.
+    #[error("generating the signing key")]
+    Key(#[from] rcgen::Error),
+    /// Binding the listener failed.
+    #[error("binding the issuer's listener")]
+    Bind(#[source] std::io::Error),
+    /// Signing failed.
+    #[error("signing a token")]
+    Sign(#[from] jsonwebtoken::errors::Error),
+}
+
+/// A user the issuer knows (for `/token` and `/dev/token`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevUser {
+    /// Name (`sub`, `preferred_username`, and the local part of `email`).
+    pub name: String,
+    /// Groups (`groups` claim).
+    pub groups: Vec<String>,
+}
+
+impl DevUser {
+    /// A user with groups.
+    pub fn new(name: &str, groups: &[&str]) -> Self {
+        Self {
+            name: name.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        }
+    }
+}
+
+struct Signer {
+    issuer: String,
+    kid: String,
+    key: EncodingKey,
+    jwk: Value,
+    users: HashMap<String, DevUser>,
+}
+
+impl Signer {
+    fn claims(&self, user: &str, groups: &[&str], ttl: Duration) -> Value {
+        let now = jsonwebtoken::get_current_timestamp();
+        let email = if user.contains('@') {
+            user.to_string()
+        } else {
+            format!("{user}@example.com")
+        };
+        json!({
+            "iss": self.issuer,
+            "aud": CLIENT_ID,
+            "sub": user,
+            "preferred_username": user,
+            "email": email,
+            "email_verified": true,
+            "groups": groups,
+            "iat": now,
+            "nbf": now,
+            "exp": now + ttl.as_secs(),
+        })
+    }
+
+    fn sign(&self, claims: &Value) -> Result<String, OidcError> {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        Ok(jsonwebtoken::encode(&header, claims, &self.key)?)
+    }
+
+    fn dev_token(&self, user: &str) -> Option<Result<String, OidcError>> {
+        let u = self.users.get(user)?;
+        let groups: Vec<&str> = u.groups.iter().map(String::as_str).collect();
+        Some(self.sign(&self.claims(&u.name, &groups, DEV_TOKEN_TTL)))
+    }
+}
+
+/// A running issuer; stops when [`OidcIssuer::shutdown`] is called or it is dropped.
+pub struct OidcIssuer {
+    signer: Arc<Signer>,
+    stop: watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for OidcIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcIssuer")
+            .field("issuer", &self.signer.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OidcIssuer {
+    /// Starts the issuer on a free loopback port with a certificate from `ca`.
+    pub async fn start(users: Vec<DevUser>, ca: &Ca) -> Result<Self, OidcError> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(OidcError::Bind)?;
+        let addr = listener.local_addr().map_err(OidcError::Bind)?;
+        let tls = ca
+            .issue_server("oidc-issuer", &[])?
+            .server_config(&[b"http/1.1"])?;
+        let pair = rcgen::KeyPair::generate()?;
+        let raw = pair.public_key_raw();
+        let (x, y) = (
+            URL_SAFE_NO_PAD.encode(raw.get(1..33).unwrap_or_default()),
+            URL_SAFE_NO_PAD.encode(raw.get(33..65).unwrap_or_default()),
+        );
+        let kid = URL_SAFE_NO_PAD.encode(&Sha256::digest(raw)[..12]);
+        let signer = Arc::new(Signer {
+            issuer: format!("https://{addr}"),
+            jwk: json!({"kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256",
+                        "kid": kid, "x": x, "y": y}),
+            kid,
+            key: EncodingKey::from_ec_der(&pair.serialize_der()),
+            users: users.into_iter().map(|u| (u.name.clone(), u)).collect(),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(serve(
+            listener,
+            tokio_rustls::TlsAcceptor::from(tls),
+            signer.clone(),
+            stopped,
+        ));
+        Ok(Self {
+            signer,
+            stop,
+            task: Some(task),
+        })
+    }
+
+    /// `https://127.0.0.1:PORT` — the `iss` of every token and the discovery base.
+    pub fn issuer_url(&self) -> &str {
+        &self.signer.issuer
+    }
+
+    /// The audience tokens are minted for.
+    pub fn client_id(&self) -> &str {
+        CLIENT_ID
+    }
+
+    /// An ID token for `user` with `groups`, valid for `ttl`.
+    pub fn mint(&self, user: &str, groups: &[&str], ttl: Duration) -> Result<String, OidcError> {
+        self.signer.sign(&self.signer.claims(user, groups, ttl))
+    }
+
+    /// An ID token with the standard claims for `user`, then `overrides` merged over
+    /// them (e.g. `{"aud": "other"}` or `{"exp": 0}`), for negative tests.
+    pub fn mint_with(&self, user: &str, overrides: Value) -> Result<String, OidcError> {
+        let mut claims = self.signer.claims(user, &[], Duration::from_secs(600));
+        if let (Some(c), Some(o)) = (claims.as_object_mut(), overrides.as_object()) {
+            for (k, v) in o {
+                c.insert(k.clone(), v.clone());
+            }
+        }
+        self.signer.sign(&claims)
+    }
+
+    /// A 12-hour ID token for a configured dev user, with that user's groups.
+    pub fn mint_dev(&self, user: &str) -> Option<Result<String, OidcError>> {
+        self.signer.dev_token(user)
+    }
+
+    /// Stops serving and waits for the server task.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for OidcIssuer {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+    signer: Arc<Signer>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(_) => continue,
+            },
+            _ = stopped.changed() => return,
+        };
+        let (tls, signer, mut stopped) = (tls.clone(), signer.clone(), stopped.clone());
+        tokio::spawn(async move {
+            let Ok(stream) = tls.accept(tcp).await else {
+                return;
+            };
+            let service = hyper::service::service_fn(move |req| {
+                let signer = signer.clone();
+                async move { Ok::<_, std::convert::Infallible>(route(&signer, req).await) }
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = conn => {}
+                _ = stopped.changed() => {}
+            }
+        });
+    }
+}
+
+type Resp = Response<Full<Bytes>>;
+
+fn respond(code: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = code;
+    if let Ok(v) = header::HeaderValue::from_str(content_type) {
+        resp.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    resp
+}
+
+fn json_resp(code: StatusCode, body: &Value) -> Resp {
+    respond(
+        code,
+        "application/json",
+        serde_json::to_vec(body).unwrap_or_default(),
+    )
+}
+
+fn oauth_error(code: StatusCode, error: &str, description: &str) -> Resp {
+    json_resp(
+        code,
+        &json!({"error": error, "error_description": description}),
+    )
+}
+
+async fn route(signer: &Signer, req: Request<Incoming>) -> Resp {
+    let path = req.uri().path().to_string();
+    match (req.method().clone(), path.as_str()) {
+        (Method::GET, "/.well-known/openid-configuration") => json_resp(
+            StatusCode::OK,
+            &json!({
+                "issuer": signer.issuer,
+                "jwks_uri": format!("{}/jwks", signer.issuer),
+                "token_endpoint": format!("{}/token", signer.issuer),
+                "authorization_endpoint": format!("{}/authorize", signer.issuer),
+                "response_types_supported": ["id_token"],
+                "subject_types_supported": ["public"],
+                "id_token_signing_alg_values_supported": ["ES256"],
+                "grant_types_supported": ["password"],
+                "claims_supported": ["sub", "email", "email_verified", "preferred_username", "groups"],
+            }),
+        ),
+        (Method::GET, "/jwks") => json_resp(StatusCode::OK, &json!({"keys": [signer.jwk]})),
+        (Method::GET, "/dev/token") => {
+            let user = query_param(req.uri().query(), "user").unwrap_or_default();
+            match signer.dev_token(&user) {
+                Some(Ok(token)) => respond(StatusCode::OK, "text/plain", format!("{token}\n")),
+                Some(Err(_)) => respond(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    "signing failed\n",
+                ),
+                None => respond(
+                    StatusCode::NOT_FOUND,
+                    "text/plain",
+                    format!("unknown dev user {user:?}\n"),
+                ),
+            }
+        }
+        (Method::POST, "/token") => token_endpoint(signer, req).await,
+        _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+    }
+}
+
+async fn token_endpoint(signer: &Signer, req: Request<Incoming>) -> Resp {
+    let Ok(body) = Limited::new(req.into_body(), 64 * 1024).collect().await else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "unreadable body",
+        );
+    };
+    let form: HashMap<String, String> = form_urlencoded::parse(&body.to_bytes())
+        .into_owned()
+        .collect();
+    if form.get("grant_type").map(String::as_str) != Some("password") {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "only grant_type=password is supported",
+        );
+    }
+    let user = form.get("username").cloned().unwrap_or_default();
+    if form.get("password").map(String::as_str) != Some(DEV_PASSWORD) {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_grant",
+            "wrong username or password",
+        );
+    }
+    match signer.dev_token(&user) {
+        Some(Ok(token)) => json_resp(
+            StatusCode::OK,
+            &json!({"id_token": token, "access_token": token, "token_type": "Bearer",
+                    "expires_in": DEV_TOKEN_TTL.as_secs()}),
+        ),
+        Some(Err(_)) => oauth_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "signing failed",
+        ),
+        None => oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_grant",
+            "wrong username or password",
+        ),
+    }
+}
+
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper_util::client::legacy::Client;
+
+    async fn get(
+        ca: &Ca,
+        method: Method,
+        url: &str,
+        body: &str,
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
+        let tls = crate::pki::client_config_trusting(&ca.cert_pem())?;
+        let connector = hyper_rustls_connector((*tls).clone());
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+        let req = Request::builder()
+            .method(method)
+            .uri(url)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from(body.to_string())))?;
+        let resp = client.request(req).await?;
+        let status = resp.status();
+        Ok((status, resp.into_body().collect().await?.to_bytes()))
+    }
+
+    fn hyper_rustls_connector(
+        tls: rustls::ClientConfig,
+    ) -> hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector> {
+        hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_http1()
+            .build()
+    }
+
+    #[tokio::test]
+    async fn discovery_jwks_and_tokens_fit_together() -> anyhow::Result<()> {
+        let ca = Ca::new("oidc-test")?;
+        let issuer = OidcIssuer::start(vec![DevUser::new("alice", &["engineers"])], &ca).await?;
+        let base = issuer.issuer_url().to_string();
+        let (code, body) = get(
+            &ca,
+            Method::GET,
+            &format!("{base}/.well-known/openid-configuration"),
+            "",
+        )
+        .await?;
+        assert_eq!(code, StatusCode::OK);
+        let discovery: Value = serde_json::from_slice(&body)?;
+        assert_eq!(discovery["issuer"], base);
+        let jwks_uri = discovery["jwks_uri"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let (_, body) = get(&ca, Method::GET, &jwks_uri, "").await?;
+        let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(&body)?;
+
+        let token = issuer.mint("bob", &["sre-leads"], Duration::from_secs(60))?;
+        let kid = jsonwebtoken::decode_header(&token)?.kid.unwrap_or_default();
+        let jwk = jwks
+            .find(&kid)
+            .ok_or_else(|| anyhow::anyhow!("kid {kid} not in JWKS"))?;
+        let mut validation = jsonwebtoken::Validation::new(Algorithm::ES256);
+        validation.set_issuer(&[base.as_str()]);
+        validation.set_audience(&[CLIENT_ID]);
+        let data = jsonwebtoken::decode::<Value>(
+            &token,
+            &jsonwebtoken::DecodingKey::from_jwk(jwk)?,
+            &validation,
+        )?;
+        assert_eq!(data.claims["sub"], "bob");
+        assert_eq!(data.claims["email"], "bob@example.com");
+        assert_eq!(data.claims["groups"], json!(["sre-leads"]));
+
+        let (code, body) = get(
+            &ca,
+            Method::GET,
+            &format!("{base}/dev/token?user=alice"),
+            "",
+        )
+        .await?;
+        assert_eq!(code, StatusCode::OK);
+        let claims = jsonwebtoken::dangerous::insecure_decode_claims::<Value>(
+            String::from_utf8(body.to_vec())?.trim(),
+        )?;
+        assert_eq!(claims["groups"], json!(["engineers"]));
+
+        let form = format!("grant_type=password&username=alice&password={DEV_PASSWORD}");
+        let (code, body) = get(&ca, Method::POST, &format!("{base}/token"), &form).await?;
+        assert_eq!(code, StatusCode::OK);
+        let resp: Value = serde_json::from_slice(&body)?;
+        assert_eq!(resp["token_type"], "Bearer");
+        assert!(
+            resp["id_token"]
+                .as_str()
+                .is_some_and(|t| t.split('.').count() == 3)
+        );
+
+        let (code, _) = get(
+            &ca,
+            Method::POST,
+            &format!("{base}/token"),
+            "grant_type=password&username=alice&password=nope",
+        )
+        .await?;
+        assert_eq!(code, StatusCode::UNAUTHORIZED);
+        let (code, _) = get(
+            &ca,
+            Method::GET,
+            &format!("{base}/dev/token?user=mallory"),
+            "",
+        )
+        .await?;
+        assert_eq!(code, StatusCode::NOT_FOUND);
+        issuer.shutdown().await;
+        Ok(())
+    }
+}

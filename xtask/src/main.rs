@@ -1,5 +1,116 @@
-//! `cargo xtask`: setup, eBPF build, the local dev stack and the full test run.
+//! `cargo xtask`: setup, eBPF build, lint, the full test run and the local dev stack.
+//!
+//! # Layout
+//! - [`setup`]: installs every tool the build and the tests need (idempotent).
+//! - [`ebpf`]: builds `agent-ebpf` for `bpfel-unknown-none` and leaves the object where
+//!   `agent/build.rs` embeds it from.
+//! - [`lint`]: `cargo fmt --check` and `cargo clippy -D warnings`.
+//! - [`test`]: lint, setup, eBPF build, then one `cargo nextest` run (kernel tests included
+//!   when this machine can run them).
+//! - [`dev`]: builds everything and runs the `dev-stack` binary.
+//! - [`util`]: paths every task agrees on, and running commands visibly.
 
-fn main() -> anyhow::Result<()> {
-    Ok(())
+mod dev;
+mod ebpf;
+mod lint;
+mod setup;
+mod test;
+mod util;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+/// Gatehouse project tasks.
+///
+/// Typical use on a fresh machine (as root): `cargo xtask test` installs what is missing,
+/// builds the eBPF object and runs every test. Paths: tools go to GATEHOUSE_TOOLS_DIR
+/// (default ~/.cache/gatehouse/tools); build output to CARGO_TARGET_DIR (default
+/// ./target), the eBPF object to <target>/ebpf/gatehouse-ebpf.o.
+#[derive(Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version)]
+struct Cli {
+    /// Where setup installs tools (kubectl 1.20, the moto venv).
+    #[arg(long, global = true, env = "GATEHOUSE_TOOLS_DIR", value_name = "DIR")]
+    tools_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install everything the build and tests need; skips what is present.
+    ///
+    /// Debian packages (Debian's rustc + std sources for the eBPF build, LLVM 22,
+    /// ClickHouse 18.16, bpftool), kubectl 1.20 unpacked into the tools dir (never over
+    /// /usr/bin/kubectl), bpf-linker 0.13.0, cargo-nextest, moto's STS server in a venv, and
+    /// tracefs at /sys/kernel/tracing. Steps that need root are named when run without it.
+    Setup,
+    /// Build the eBPF programs (agent-ebpf) and copy the object for the agent to embed.
+    ///
+    /// Output: <target>/ebpf/gatehouse-ebpf.o. Build the agent afterwards (or let
+    /// `cargo xtask test`/`dev` do it) to embed it.
+    BuildEbpf {
+        /// Use the release profile (the verified recipe; what `test` uses).
+        #[arg(long)]
+        release: bool,
+    },
+    /// Check formatting (cargo fmt --check) and lints (cargo clippy -D warnings).
+    Lint,
+    /// Lint, setup, build the eBPF object, then run every test once with cargo nextest.
+    ///
+    /// Kernel tests (ignored by default) are included when this machine can run them:
+    /// root, BTF, bpf(), tracefs and a writable cgroup v2 at /sys/fs/cgroup/unified.
+    /// Otherwise a banner says why they were skipped. Arguments after `--` go to nextest,
+    /// e.g. `cargo xtask test -- -E 'test(process_exec)'`.
+    Test {
+        /// Skip `cargo xtask lint` (for quick iterations; CI never skips it).
+        #[arg(long)]
+        skip_lint: bool,
+        /// Extra arguments for `cargo nextest run` (filters, --no-capture, ...).
+        #[arg(last = true, value_name = "NEXTEST_ARGS")]
+        nextest_args: Vec<String>,
+    },
+    /// Setup, build everything, then run the local stack (`dev-stack`) until Ctrl-C.
+    ///
+    /// Arguments after `--` go to dev-stack, e.g.
+    /// `cargo xtask dev -- --upstream-kubeconfig ~/.kube/config --context staging`.
+    /// dev-stack finds the built binaries through GATEHOUSE_BIN_DIR.
+    Dev {
+        /// Arguments for dev-stack.
+        #[arg(last = true, value_name = "DEV_STACK_ARGS")]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(error) => {
+            // The cause chain, without anyhow's backtrace: the commands run are printed.
+            eprintln!("error: {error}");
+            for cause in error.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let paths = util::Paths::discover(cli.tools_dir)?;
+    match cli.command {
+        Command::Setup => setup::run(&paths)?,
+        Command::BuildEbpf { release } => {
+            let object = ebpf::build(&paths, ebpf::Profile::from_flag(release))?;
+            println!("eBPF object: {}", object.display());
+        }
+        Command::Lint => lint::run(&paths)?,
+        Command::Test {
+            skip_lint,
+            nextest_args,
+        } => test::run(&paths, skip_lint, &nextest_args)?,
+        Command::Dev { args } => return dev::run(&paths, &args),
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,277 @@
+//! Authentication: a Bearer OIDC ID token becomes an [`Identity`], or the request is refused.
+//!
+//! Checks, in order: size, header `alg` (asymmetric only: `none` and HS* are refused, so a
+//! token "signed" with the public key as an HMAC secret never verifies), signing key by
+//! `kid` ([`jwks`]), signature, `iss`, `aud`, `exp`/`nbf` with the configured skew, then the
+//! username and groups claims with their prefixes. Verified tokens are cached by SHA-256
+//! digest until they expire; tokens themselves are never logged or stored.
+
+pub mod cache;
+pub mod jwks;
+
+use crate::config::OidcConfig;
+use base64::Engine;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, Validation};
+use jwks::{JwksError, KeyStore};
+use serde_json::Value;
+use std::sync::Arc;
+
+/// Longest bearer token accepted (ID tokens are a few KiB at most).
+const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// Algorithms accepted in a token header.
+pub const ALLOWED_ALGORITHMS: &[Algorithm] = &[
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
+/// Why a token was refused. Messages go back to the user, so they say what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No `Authorization: Bearer` header.
+    #[error(
+        "no bearer token in the request; gatehouse needs an OIDC ID token from your identity provider"
+    )]
+    MissingToken,
+    /// Not a JWT, or unreadable parts.
+    #[error("bearer token is not a valid JWT ({0})")]
+    Malformed(&'static str),
+    /// `alg` not in [`ALLOWED_ALGORITHMS`].
+    #[error("token algorithm {0:?} is not accepted (asymmetric signatures only)")]
+    Algorithm(String),
+    /// No key with this `kid` at the issuer.
+    #[error("token is signed by a key the issuer does not publish (kid {0:?})")]
+    UnknownKey(String),
+    /// The signature does not verify.
+    #[error("token signature is invalid")]
+    BadSignature,
+    /// `exp` is in the past.
+    #[error("token has expired; get a new one from your identity provider")]
+    Expired,
+    /// `nbf` is in the future.
+    #[error("token is not valid yet (nbf in the future; check the clock)")]
+    NotYetValid,
+    /// `iss` differs from the configured issuer.
+    #[error("token was issued by another issuer than the one gatehouse trusts")]
+    WrongIssuer,
+    /// `aud` does not contain the client id.
+    #[error("token audience does not include the gatehouse client id")]
+    WrongAudience,
+    /// A claim is missing or has the wrong type.
+    #[error("token claim {0:?} is missing or malformed")]
+    Claim(String),
+    /// `email` used as the username but `email_verified` is false.
+    #[error("token email is not verified")]
+    EmailNotVerified,
+    /// The mapped username is in the API server's reserved `system:` namespace.
+    #[error("username {0:?} is reserved for Kubernetes system identities")]
+    ReservedUsername(String),
+    /// The issuer's keys could not be fetched.
+    #[error("cannot verify tokens right now: {0}")]
+    Keys(#[source] JwksError),
+}
+
+/// Module result shorthand.
+pub type Result<T> = std::result::Result<T, AuthError>;
+
+/// Who made a request, as forwarded to the API server through impersonation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Username (with prefix).
+    pub username: String,
+    /// Groups (with prefix).
+    pub groups: Vec<String>,
+    /// `exp` of the token (seconds since the epoch).
+    pub expires_at: u64,
+}
+
+/// Verifies bearer tokens of one issuer.
+pub struct Authenticator {
+    config: OidcConfig,
+    keys: KeyStore,
+    cache: cache::TokenCache,
+}
+
+impl Authenticator {
+    /// An authenticator for `config` that gets its keys from `keys`.
+    pub fn new(config: OidcConfig, keys: KeyStore) -> Self {
+        let cache = cache::TokenCache::new(config.token_cache_max);
+        Self {
+            config,
+            keys,
+            cache,
+        }
+    }
+
+    /// Authenticates a request from its headers.
+    pub async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Arc<Identity>> {
+        let token = bearer_token(headers).ok_or(AuthError::MissingToken)?;
+        self.verify(token).await
+    }
+
+    /// Verifies one token (cache first).
+    pub async fn verify(&self, token: &str) -> Result<Arc<Identity>> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::Malformed("too long"));
+        }
+        let digest = cache::digest(token);
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some(identity) = self.cache.get(&digest, now) {
+            return Ok(identity);
+        }
+        let (alg, kid) = header_alg_kid(token)?;
+        let keys = self
+            .keys
+            .candidates(kid.as_deref(), alg)
+            .await
+            .map_err(AuthError::Keys)?;
+        if keys.is_empty() {
+            return Err(AuthError::UnknownKey(kid.unwrap_or_default()));
+        }
+        let mut validation = Validation::new(alg);
+        validation.set_issuer(&[self.config.issuer_url.as_str()]);
+        validation.set_audience(&[self.config.client_id.as_str()]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.leeway = self.config.clock_skew.as_secs();
+        validation.validate_nbf = true;
+        let mut last = AuthError::BadSignature;
+        for key in &keys {
+            match jsonwebtoken::decode::<Value>(token, &key.key, &validation) {
+                Ok(data) => {
+                    let identity = Arc::new(self.identity(&data.claims)?);
+                    self.cache.insert(digest, identity.clone(), now);
+                    return Ok(identity);
+                }
+                Err(err) => {
+                    last = map_jwt_error(err.kind());
+                    // Only a bad signature is worth trying the next key for.
+                    if !matches!(last, AuthError::BadSignature) {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+
+    fn identity(&self, claims: &Value) -> Result<Identity> {
+        let claim = &self.config.username_claim;
+        let name = claims
+            .get(claim)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| AuthError::Claim(claim.clone()))?;
+        // The API server refuses an email username whose email_verified is false.
+        if claim == "email"
+            && let Some(verified) = claims.get("email_verified")
+            && verified.as_bool() != Some(true)
+        {
+            return Err(AuthError::EmailNotVerified);
+        }
+        let username = format!("{}{name}", self.config.username_prefix);
+        if username.starts_with("system:") {
+            return Err(AuthError::ReservedUsername(username));
+        }
+        let groups = self.groups(claims)?;
+        let expires_at = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
+        Ok(Identity {
+            username,
+            groups,
+            expires_at,
+        })
+    }
+
+    fn groups(&self, claims: &Value) -> Result<Vec<String>> {
+        let claim = &self.config.groups_claim;
+        let raw: Vec<&str> = match claims.get(claim.as_str()) {
+            _ if claim.is_empty() => Vec::new(),
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::String(s)) => vec![s.as_str()],
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| v.as_str().ok_or_else(|| AuthError::Claim(claim.clone())))
+                .collect::<Result<_>>()?,
+            Some(_) => return Err(AuthError::Claim(claim.clone())),
+        };
+        let mut groups = Vec::with_capacity(raw.len());
+        for group in raw {
+            let group = format!("{}{group}", self.config.groups_prefix);
+            // An IdP group must never grant a Kubernetes system group such as system:masters.
+            if group.starts_with("system:") {
+                tracing::warn!(group = %group, "dropping reserved group from OIDC token");
+                continue;
+            }
+            if !groups.contains(&group) {
+                groups.push(group);
+            }
+        }
+        Ok(groups)
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Reads `alg` and `kid` from the header, refusing anything not asymmetric.
+fn header_alg_kid(token: &str) -> Result<(Algorithm, Option<String>)> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(_), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(AuthError::Malformed("expected three dot-separated parts"));
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .map_err(|_| AuthError::Malformed("header is not base64url"))?;
+    let header: Value =
+        serde_json::from_slice(&bytes).map_err(|_| AuthError::Malformed("header is not JSON"))?;
+    let alg_name = header
+        .get("alg")
+        .and_then(Value::as_str)
+        .ok_or(AuthError::Malformed("header has no alg"))?;
+    let alg = alg_name
+        .parse::<Algorithm>()
+        .ok()
+        .filter(|a| ALLOWED_ALGORITHMS.contains(a))
+        .ok_or_else(|| AuthError::Algorithm(alg_name.to_string()))?;
+    let kid = header
+        .get("kid")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    Ok((alg, kid))
+}
+
+fn map_jwt_error(kind: &ErrorKind) -> AuthError {
+    match kind {
+        ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+        ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+        ErrorKind::InvalidAudience => AuthError::WrongAudience,
+        ErrorKind::MissingRequiredClaim(c) | ErrorKind::InvalidClaimFormat(c) => {
+            AuthError::Claim(c.clone())
+        }
+        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
+            AuthError::Algorithm("mismatch".into())
+        }
+        ErrorKind::Base64(_) | ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
+            AuthError::Malformed("payload is not base64url JSON")
+        }
+        _ => AuthError::BadSignature,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,185 @@
+//! Typed agent settings with defaults, and their validation in one place.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Path of the service-account token a pod gets mounted (`serviceaccount` upstream mode).
+pub const IN_CLUSTER_TOKEN_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+/// Path of the cluster CA a pod gets mounted.
+pub const IN_CLUSTER_CA_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
+
+/// Errors found while validating a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A URL did not parse or has the wrong scheme.
+    #[error("invalid {what} {value:?}: {reason}")]
+    Url {
+        /// Which setting.
+        what: &'static str,
+        /// The value given.
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// A required setting is empty.
+    #[error("{0} must be set")]
+    Missing(&'static str),
+}
+
+/// Everything the agent needs to run.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Address the TLS listener binds (loopback by default; a DaemonSet uses the node IP).
+    pub listen: SocketAddr,
+    /// Server certificate chain (PEM) presented to kubectl.
+    pub tls_cert_file: PathBuf,
+    /// Private key (PEM, PKCS#8, SEC1 or PKCS#1) for `tls_cert_file`.
+    pub tls_key_file: PathBuf,
+    /// Time a client gets to finish the TLS handshake before the connection is dropped.
+    pub tls_handshake_timeout: Duration,
+    /// How long in-flight requests may run after SIGINT/SIGTERM before the agent exits anyway.
+    pub drain_timeout: Duration,
+    /// Where requests go, and with which credential.
+    pub upstream: UpstreamConfig,
+    /// How bearer tokens are verified.
+    pub oidc: OidcConfig,
+}
+
+/// The Kubernetes API server the agent forwards to.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Base URL of the API server, e.g. `https://kubernetes.default.svc`.
+    pub url: String,
+    /// CA bundle (PEM) that signs the API server's certificate.
+    pub ca_file: Option<PathBuf>,
+    /// File holding the agent's own bearer token; re-read whenever it changes (rotation).
+    pub token_file: Option<PathBuf>,
+    /// Limit for establishing a TCP + TLS connection to the API server.
+    pub connect_timeout: Duration,
+}
+
+/// OpenID Connect settings, named after the API server's own `--oidc-*` flags.
+#[derive(Debug, Clone)]
+pub struct OidcConfig {
+    /// Issuer URL; must equal the tokens' `iss` and serve `/.well-known/openid-configuration`.
+    pub issuer_url: String,
+    /// CA bundle (PEM) for the issuer's TLS certificate; system roots are not consulted.
+    pub ca_file: Option<PathBuf>,
+    /// Expected `aud` of the ID tokens (the OAuth client id).
+    pub client_id: String,
+    /// Claim that names the user (`sub` like the API server; `email` requires `email_verified`).
+    pub username_claim: String,
+    /// Claim holding the user's groups (a string or an array of strings); empty = no groups.
+    pub groups_claim: String,
+    /// Prepended to every username (e.g. `oidc:`), so IdP users can't collide with others.
+    pub username_prefix: String,
+    /// Prepended to every group name.
+    pub groups_prefix: String,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub clock_skew: Duration,
+    /// Minimum time between two JWKS fetches triggered by an unknown `kid`.
+    pub jwks_min_refresh: Duration,
+    /// Most verified tokens kept in the cache (by SHA-256 digest, until they expire).
+    pub token_cache_max: usize,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            tls_cert_file: PathBuf::from("/etc/gatehouse/tls/tls.crt"),
+            tls_key_file: PathBuf::from("/etc/gatehouse/tls/tls.key"),
+            tls_handshake_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(20),
+            upstream: UpstreamConfig::default(),
+            oidc: OidcConfig::default(),
+        }
+    }
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            url: "https://kubernetes.default.svc".into(),
+            ca_file: Some(PathBuf::from(IN_CLUSTER_CA_FILE)),
+            token_file: Some(PathBuf::from(IN_CLUSTER_TOKEN_FILE)),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for OidcConfig {
+    fn default() -> Self {
+        Self {
+            issuer_url: String::new(),
+            ca_file: None,
+            client_id: "gatehouse".into(),
+            username_claim: "sub".into(),
+            groups_claim: "groups".into(),
+            username_prefix: String::new(),
+            groups_prefix: String::new(),
+            clock_skew: Duration::from_secs(30),
+            jwks_min_refresh: Duration::from_secs(10),
+            token_cache_max: 10_000,
+        }
+    }
+}
+
+impl AgentConfig {
+    /// Checks the settings that would otherwise only fail on the first request.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_url("--upstream-url", &self.upstream.url, &["https", "http"])?;
+        if self.oidc.issuer_url.is_empty() {
+            return Err(ConfigError::Missing("--oidc-issuer-url"));
+        }
+        // OIDC discovery over plain HTTP would let anyone on the path swap the keys.
+        check_url("--oidc-issuer-url", &self.oidc.issuer_url, &["https"])?;
+        if self.oidc.client_id.is_empty() {
+            return Err(ConfigError::Missing("--oidc-client-id"));
+        }
+        if self.oidc.username_claim.is_empty() {
+            return Err(ConfigError::Missing("--oidc-username-claim"));
+        }
+        Ok(())
+    }
+}
+
+fn check_url(what: &'static str, value: &str, schemes: &[&str]) -> Result<(), ConfigError> {
+    let err = |reason: String| ConfigError::Url {
+        what,
+        value: value.to_string(),
+        reason,
+    };
+    let url = url::Url::parse(value).map_err(|e| err(e.to_string()))?;
+    if !schemes.contains(&url.scheme()) {
+        return Err(err(format!("scheme must be one of {}", schemes.join(", "))));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(err("must not have a query or fragment".into()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_an_issuer() {
+        let config = AgentConfig::default();
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::Missing("--oidc-issuer-url"))
+        ));
+    }
+
+    #[test]
+    fn plain_http_issuer_is_refused() {
+        let mut config = AgentConfig::default();
+        config.oidc.issuer_url = "http://idp.example".into();
+        assert!(matches!(config.validate(), Err(ConfigError::Url { .. })));
+        config.oidc.issuer_url = "https://idp.example".into();
+        assert!(config.validate().is_ok());
+    }
+}

@@ -1,1 +1,0 @@
-//! eBPF object embedding and loading (filled in by the eBPF build path).

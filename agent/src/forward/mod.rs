@@ -1,0 +1,163 @@
+//! Forwarding to the API server: one pooled client (h2 or HTTP/1.1 by ALPN) for ordinary
+//! requests, an HTTP/1.1-only client for upgrades, the agent's own credential plus
+//! impersonation of the verified user. Bodies stream through frame by frame.
+
+pub mod credential;
+pub mod headers;
+pub mod upgrade;
+
+use crate::authenticate::Identity;
+use crate::authenticate::jwks::error_chain;
+use crate::config::UpstreamConfig;
+use crate::status::ProxyError;
+use crate::tls::TlsError;
+use crate::{Body, BoxError};
+use credential::TokenFile;
+use http::{Request, Response, Uri};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// Errors building the forwarder.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// `--upstream-url` is not a usable base URL.
+    #[error("invalid upstream URL {0:?}")]
+    Url(String),
+    /// The upstream CA could not be loaded.
+    #[error("loading upstream TLS settings")]
+    Tls(#[from] TlsError),
+}
+
+type UpstreamClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
+
+/// Sends requests to the API server on behalf of verified users.
+pub struct Forwarder {
+    base_url: String,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    path_prefix: String,
+    client: UpstreamClient,
+    upgrade_client: UpstreamClient,
+    token: Option<TokenFile>,
+}
+
+impl Forwarder {
+    /// A forwarder for `config`.
+    pub fn new(config: &UpstreamConfig) -> Result<Self, ForwardError> {
+        let bad_url = || ForwardError::Url(config.url.clone());
+        let base: Uri = config.url.parse().map_err(|_| bad_url())?;
+        let scheme = base.scheme().cloned().ok_or_else(bad_url)?;
+        let authority = base.authority().cloned().ok_or_else(bad_url)?;
+        let path_prefix = base.path().trim_end_matches('/').to_string();
+        let tls = crate::tls::client_config(config.ca_file.as_deref())?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(config.connect_timeout));
+        let all_versions = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls.clone())
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(http.clone());
+        // Upgrades exist only in HTTP/1.1, so their connections must not negotiate h2.
+        let http1_only = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new()).build(all_versions);
+        let upgrade_client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build(http1_only);
+        Ok(Self {
+            base_url: config.url.clone(),
+            scheme,
+            authority,
+            path_prefix,
+            client,
+            upgrade_client,
+            token: config.token_file.as_ref().map(TokenFile::new),
+        })
+    }
+
+    /// Forwards `req` as `identity`; `request_id` tags upgraded sessions in the log.
+    pub async fn forward(
+        &self,
+        mut req: Request<hyper::body::Incoming>,
+        identity: &Identity,
+        request_id: &str,
+    ) -> Result<Response<Body>, ProxyError> {
+        let upgrade = upgrade::requested_upgrade(&req);
+        let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+        let token = match &self.token {
+            Some(file) => Some(file.token().map_err(|e| {
+                tracing::error!(error = %error_chain(&e), "upstream credential unavailable");
+                ProxyError::Internal(format!(
+                    "gatehouse agent cannot read its own upstream credential ({})",
+                    file.path().display()
+                ))
+            })?),
+            None => None,
+        };
+        let (mut parts, body) = req.into_parts();
+        parts.uri = self.upstream_uri(&parts.uri)?;
+        // ALPN decides between h2 and HTTP/1.1 upstream, whatever kubectl spoke to us.
+        parts.version = http::Version::HTTP_11;
+        headers::rewrite_request(&mut parts.headers, identity, token.as_deref(), upgrade).map_err(
+            |_| ProxyError::BadRequest("username or group is not a valid header value".into()),
+        )?;
+        let body: Body = body.map_err(|e| Box::new(e) as BoxError).boxed();
+        let upstream_req = Request::from_parts(parts, body);
+        let client = match client_upgrade {
+            Some(_) => &self.upgrade_client,
+            None => &self.client,
+        };
+        let resp = client.request(upstream_req).await.map_err(|e| {
+            tracing::warn!(upstream = %self.base_url, error = %error_chain(&e), "upstream request failed");
+            ProxyError::UpstreamUnavailable(format!(
+                "gatehouse cannot reach the Kubernetes API server at {}: {}",
+                self.base_url,
+                upstream_reason(&e)
+            ))
+        })?;
+        if let Some(client_upgrade) = client_upgrade
+            && resp.status() == http::StatusCode::SWITCHING_PROTOCOLS
+        {
+            return Ok(upgrade::relay(client_upgrade, resp, request_id.to_string()));
+        }
+        let (mut parts, body) = resp.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(
+            parts,
+            body.map_err(|e| Box::new(e) as BoxError).boxed(),
+        ))
+    }
+
+    fn upstream_uri(&self, client_uri: &Uri) -> Result<Uri, ProxyError> {
+        let path_and_query = client_uri
+            .path_and_query()
+            .map(|pq| pq.as_str())
+            .unwrap_or("/");
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(format!("{}{}", self.path_prefix, path_and_query))
+            .build()
+            .map_err(|_| ProxyError::BadRequest("request URI cannot be forwarded".into()))
+    }
+}
+
+/// A short reason for kubectl's terminal: the innermost error says the most.
+fn upstream_reason(err: &hyper_util::client::legacy::Error) -> String {
+    let mut source: &dyn std::error::Error = err;
+    while let Some(next) = source.source() {
+        source = next;
+    }
+    if err.is_connect() {
+        format!("connection failed ({source})")
+    } else {
+        source.to_string()
+    }
+}

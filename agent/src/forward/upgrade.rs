@@ -1,0 +1,98 @@
+//! HTTP/1.1 Upgrade relay (exec, attach, port-forward over WebSocket or SPDY): the 101 and
+//! its headers go back to kubectl unchanged, then bytes are copied both ways untouched.
+
+use crate::{Body, full_body};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+
+/// The `Upgrade` header value if `req` asks for a protocol upgrade.
+pub fn requested_upgrade<B>(req: &Request<B>) -> Option<HeaderValue> {
+    if req.version() != http::Version::HTTP_11 {
+        return None;
+    }
+    let connection_upgrade = req
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if !connection_upgrade {
+        return None;
+    }
+    req.headers().get(header::UPGRADE).cloned()
+}
+
+/// Answers kubectl with the upstream's 101 and, in the background, joins the two
+/// upgraded connections once both sides are ready. `request_id` tags the session's log.
+pub fn relay(
+    client: OnUpgrade,
+    mut upstream: Response<hyper::body::Incoming>,
+    request_id: String,
+) -> Response<Body> {
+    let upstream_upgrade = hyper::upgrade::on(&mut upstream);
+    tokio::spawn(async move {
+        let joined = tokio::try_join!(client, upstream_upgrade);
+        let (client, upstream) = match joined {
+            Ok(pair) => pair,
+            Err(err) => {
+                tracing::warn!(request_id = %request_id, error = %err, "upgrade failed");
+                return;
+            }
+        };
+        let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+        match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            Ok((to_upstream, to_client)) => tracing::info!(
+                request_id = %request_id, bytes_from_client = to_upstream,
+                bytes_to_client = to_client, "upgraded session ended"
+            ),
+            // kubectl closes without a TLS close_notify: that is an ordinary end.
+            Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => {
+                tracing::info!(request_id = %request_id, "upgraded session ended")
+            }
+            Err(err) => tracing::info!(
+                request_id = %request_id, error = %err, "upgraded session ended with an error"
+            ),
+        }
+    });
+    let mut resp = Response::new(full_body(Bytes::new()));
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    *resp.headers_mut() = upgrade_response_headers(upstream.headers());
+    resp
+}
+
+/// Response headers of a 101: everything the upstream sent (subprotocol, accept key, ...).
+fn upgrade_response_headers(upstream: &HeaderMap) -> HeaderMap {
+    let mut headers = upstream.clone();
+    headers.remove(header::CONTENT_LENGTH);
+    headers.remove(header::TRANSFER_ENCODING);
+    headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upgrade_detection() -> Result<(), http::Error> {
+        let req = Request::get("/x")
+            .header("connection", "keep-alive, Upgrade")
+            .header("upgrade", "websocket")
+            .body(())?;
+        assert_eq!(
+            requested_upgrade(&req),
+            Some(HeaderValue::from_static("websocket"))
+        );
+        let req = Request::get("/x").header("upgrade", "websocket").body(())?;
+        assert_eq!(requested_upgrade(&req), None);
+        let req = Request::get("/x")
+            .version(http::Version::HTTP_2)
+            .header("connection", "upgrade")
+            .header("upgrade", "SPDY/3.1")
+            .body(())?;
+        assert_eq!(requested_upgrade(&req), None);
+        Ok(())
+    }
+}

@@ -1,0 +1,141 @@
+//! The emulator's public handle: start, identities, request log, shutdown.
+
+use super::authn::{self, TokenTable, UserInfo};
+use super::context::Shared;
+use super::request_log::{RequestLog, RequestRecord};
+use super::runtime::{ContainerRuntime, RuntimeConfig};
+use super::seed::{self, Seed};
+use super::server;
+use super::store::Store;
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How to start an emulator.
+#[derive(Debug, Clone)]
+pub struct EmulatorConfig {
+    /// Directory for `ca.crt`, `admin-token`, `agent-token` and `url`.
+    pub dir: PathBuf,
+    /// Listen address; must be loopback (`127.0.0.1:0` picks a port).
+    pub listen: SocketAddr,
+    /// Initial contents.
+    pub seed: Seed,
+    /// Container runtime settings.
+    pub runtime: RuntimeConfig,
+}
+
+/// A running emulator.
+#[derive(Debug)]
+pub struct Emulator {
+    shared: Arc<Shared>,
+    url: String,
+    dir: PathBuf,
+    admin_token: String,
+    agent_token: String,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Emulator {
+    /// Generates certificates and tokens, seeds the store and starts serving.
+    pub async fn start(config: EmulatorConfig) -> anyhow::Result<Emulator> {
+        anyhow::ensure!(
+            config.listen.ip().is_loopback(),
+            "the emulator listens on loopback only, not {}",
+            config.listen
+        );
+        std::fs::create_dir_all(&config.dir)
+            .with_context(|| format!("creating {}", config.dir.display()))?;
+        let ca = crate::pki::Ca::new("gatehouse-emulator-ca")?;
+        ca.write_cert(&config.dir.join("ca.crt"))?;
+        let leaf = ca.issue_server(
+            "kube-apiserver",
+            &["kubernetes", "kubernetes.default", "kubernetes.default.svc"],
+        )?;
+        let tls = leaf.server_config(&[b"h2", b"http/1.1"])?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let url = format!("https://{addr}");
+        let runtime = Arc::new(
+            ContainerRuntime::new(config.runtime.clone())
+                .context("starting the container runtime")?,
+        );
+        let shared = Arc::new(Shared {
+            store: Store::new(),
+            tokens: TokenTable::default(),
+            log: RequestLog::default(),
+            runtime,
+            server_address: addr.to_string(),
+        });
+        let admin_token = authn::random_token();
+        let agent_token = authn::random_token();
+        shared.tokens.add(&admin_token, authn::admin_user());
+        shared.tokens.add(&agent_token, authn::agent_user());
+        seed::load(&shared, config.seed)
+            .await
+            .map_err(|e| anyhow::anyhow!("seeding: {e}"))?;
+        for (file, contents) in [
+            ("admin-token", &admin_token),
+            ("agent-token", &agent_token),
+            ("url", &url),
+        ] {
+            let path = config.dir.join(file);
+            std::fs::write(&path, contents)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(server::run(listener, tls, shared.clone(), stop_rx));
+        tracing::info!(%url, dir = %config.dir.display(), "kube emulator listening");
+        Ok(Emulator {
+            shared,
+            url,
+            dir: config.dir,
+            admin_token,
+            agent_token,
+            stop,
+            task,
+        })
+    }
+
+    /// `https://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// The CA certificate (PEM) that signed the server certificate.
+    pub fn ca_cert_path(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    /// Token of `emulator-admin` (system:masters).
+    pub fn admin_token(&self) -> String {
+        self.admin_token.clone()
+    }
+
+    /// Token of `system:serviceaccount:gatehouse:gatehouse-agent`.
+    pub fn agent_token(&self) -> String {
+        self.agent_token.clone()
+    }
+
+    /// Adds a bearer token for `user`.
+    pub fn add_token(&self, token: &str, user: UserInfo) {
+        self.shared.tokens.add(token, user);
+    }
+
+    /// Every request answered so far.
+    pub fn request_log(&self) -> Vec<RequestRecord> {
+        self.shared.log.snapshot()
+    }
+
+    /// Stops the server and every pod process.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        self.shared.runtime.shutdown().await;
+    }
+}

@@ -1,0 +1,22 @@
+//! State shared by every request: the store, tokens, request log and runtime.
+
+use super::authn::TokenTable;
+use super::request_log::RequestLog;
+use super::runtime::ContainerRuntime;
+use super::store::Store;
+use std::sync::Arc;
+
+/// Shared emulator state.
+#[derive(Debug)]
+pub struct Shared {
+    /// Objects.
+    pub store: Store,
+    /// Bearer tokens.
+    pub tokens: TokenTable,
+    /// Answered requests.
+    pub log: RequestLog,
+    /// Pod processes.
+    pub runtime: Arc<ContainerRuntime>,
+    /// `host:port` the server listens on (for `/api` serverAddressByClientCIDRs).
+    pub server_address: String,
+}
