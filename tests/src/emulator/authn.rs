@@ -78,7 +78,12 @@ impl TokenTable {
         if !scheme.eq_ignore_ascii_case("bearer") {
             return None;
         }
-        self.tokens.read().ok()?.get(token.trim()).cloned()
+        let mut user = self.tokens.read().ok()?.get(token.trim()).cloned()?;
+        // The API server adds this group to every authenticated user.
+        if !user.groups.iter().any(|g| g == "system:authenticated") {
+            user.groups.push("system:authenticated".into());
+        }
+        Some(user)
     }
 }
 

@@ -164,6 +164,20 @@ pub fn present(pod: &mut Value, runtime: &ContainerRuntime) {
     pod["status"]["conditions"] = conditions(all_ready, &since);
 }
 
+/// Starts a stored pod's containers, honouring its port-map annotation.
+pub async fn start(runtime: &ContainerRuntime, pod: &Value) {
+    let spec = runtime_spec(pod);
+    let uid = spec.uid.clone();
+    runtime.start_pod(spec).await;
+    if let Some(map) = pod
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(super::runtime::PORT_MAP_ANNOTATION))
+        .and_then(Value::as_str)
+    {
+        runtime.set_port_map(&uid, super::runtime::parse_port_map(map));
+    }
+}
+
 /// The runtime's view of a stored pod.
 pub fn runtime_spec(pod: &Value) -> PodSpec {
     let uid = s(pod, "/metadata/uid").to_string();

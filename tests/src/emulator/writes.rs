@@ -90,7 +90,7 @@ pub async fn create(shared: &Shared, call: &Call) -> Result<Response<Body>, ApiE
         })?
         .ok_or_else(|| ApiError::internal("create lost the object"))?;
     if def.kind == "Pod" {
-        shared.runtime.start_pod(pods::runtime_spec(&stored)).await;
+        pods::start(&shared.runtime, &stored).await;
     }
     if def.kind == "Namespace" {
         default_service_account(shared, &name)?;

@@ -39,7 +39,12 @@ impl Output {
         if self.code == 0 {
             Ok(self)
         } else {
-            anyhow::bail!("kubectl exited {}\nstdout:\n{}\nstderr:\n{}", self.code, self.stdout, self.stderr)
+            anyhow::bail!(
+                "kubectl exited {}\nstdout:\n{}\nstderr:\n{}",
+                self.code,
+                self.stdout,
+                self.stderr
+            )
         }
     }
 }
@@ -57,12 +62,18 @@ impl Kubectl {
 
     /// kubectl 1.32 (WebSocket exec/port-forward by default).
     pub fn v1_32(kubeconfig: &Path) -> anyhow::Result<Self> {
-        Self::new(tools::kubectl_1_32().map_err(anyhow::Error::msg)?, kubeconfig)
+        Self::new(
+            tools::kubectl_1_32().map_err(anyhow::Error::msg)?,
+            kubeconfig,
+        )
     }
 
     /// Debian's kubectl 1.20 (SPDY only).
     pub fn v1_20(kubeconfig: &Path) -> anyhow::Result<Self> {
-        Self::new(tools::kubectl_1_20().map_err(anyhow::Error::msg)?, kubeconfig)
+        Self::new(
+            tools::kubectl_1_20().map_err(anyhow::Error::msg)?,
+            kubeconfig,
+        )
     }
 
     /// Adds an environment variable for every command (e.g. `KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false`).
@@ -105,11 +116,19 @@ impl Kubectl {
     }
 
     /// Runs kubectl to completion feeding `stdin` (then EOF).
-    pub async fn run_with_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> anyhow::Result<Output> {
+    pub async fn run_with_stdin(
+        &self,
+        args: &[&str],
+        stdin: Option<&[u8]>,
+    ) -> anyhow::Result<Output> {
         let mut cmd = self.command(args);
-        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let mut child = cmd.spawn()?;
         if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
             let input = input.to_vec();
@@ -120,7 +139,9 @@ impl Kubectl {
         }
         let out = tokio::time::timeout(COMMAND_TIMEOUT, child.wait_with_output())
             .await
-            .map_err(|_| anyhow::anyhow!("kubectl {args:?} did not finish within {COMMAND_TIMEOUT:?}"))??;
+            .map_err(|_| {
+                anyhow::anyhow!("kubectl {args:?} did not finish within {COMMAND_TIMEOUT:?}")
+            })??;
         Ok(Output {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -132,7 +153,9 @@ impl Kubectl {
     /// can be awaited; it is killed when the handle drops.
     pub fn spawn(&self, args: &[&str]) -> anyhow::Result<Running> {
         let mut cmd = self.command(args);
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn()?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let stderr = Arc::new(Mutex::new(String::new()));
@@ -159,7 +182,12 @@ impl Kubectl {
                 }
             });
         }
-        Ok(Running { child, lines: rx, seen: Vec::new(), stderr })
+        Ok(Running {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+            stderr,
+        })
     }
 
     /// Starts kubectl on a fresh pseudo-terminal (for `exec -it`, `attach -it`).
@@ -243,7 +271,12 @@ pub struct PtySession {
 impl PtySession {
     fn spawn(mut cmd: std::process::Command) -> anyhow::Result<Self> {
         use std::os::unix::process::CommandExt;
-        let winsize = nix::pty::Winsize { ws_row: 40, ws_col: 120, ws_xpixel: 0, ws_ypixel: 0 };
+        let winsize = nix::pty::Winsize {
+            ws_row: 40,
+            ws_col: 120,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
         let pty = nix::pty::openpty(Some(&winsize), None)?;
         let slave: OwnedFd = pty.slave;
         cmd.stdin(Stdio::from(slave.try_clone()?))
@@ -281,7 +314,11 @@ impl PtySession {
                 }
             }
         });
-        Ok(Self { child, master, screen })
+        Ok(Self {
+            child,
+            master,
+            screen,
+        })
     }
 
     /// Types `bytes` at the terminal.
@@ -293,7 +330,10 @@ impl PtySession {
 
     /// Everything kubectl has put on the terminal so far (lossy UTF-8).
     pub fn screen(&self) -> String {
-        self.screen.lock().map(|s| String::from_utf8_lossy(&s).into_owned()).unwrap_or_default()
+        self.screen
+            .lock()
+            .map(|s| String::from_utf8_lossy(&s).into_owned())
+            .unwrap_or_default()
     }
 
     /// Waits until the screen contains `needle`.
@@ -305,7 +345,10 @@ impl PtySession {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        anyhow::bail!("terminal never showed {needle:?}; screen:\n{}", self.screen())
+        anyhow::bail!(
+            "terminal never showed {needle:?}; screen:\n{}",
+            self.screen()
+        )
     }
 
     /// Waits for kubectl to exit; returns its exit code.
@@ -317,7 +360,10 @@ impl PtySession {
             }
             if start.elapsed() > timeout {
                 let _ = self.child.kill();
-                anyhow::bail!("kubectl in pty still running after {timeout:?}; screen:\n{}", self.screen());
+                anyhow::bail!(
+                    "kubectl in pty still running after {timeout:?}; screen:\n{}",
+                    self.screen()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -10,7 +10,9 @@ pub fn tools_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("GATEHOUSE_TOOLS_DIR") {
         return PathBuf::from(dir);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"));
     home.join(".cache/gatehouse/tools")
 }
 
@@ -33,10 +35,16 @@ pub fn kubectl_1_32() -> Result<PathBuf, String> {
 
 /// Debian's kubectl 1.20, unpacked by setup (`GATEHOUSE_KUBECTL_1_20`).
 pub fn kubectl_1_20() -> Result<PathBuf, String> {
-    tool("GATEHOUSE_KUBECTL_1_20", tools_dir().join("kubectl-1.20/usr/bin/kubectl"))
+    tool(
+        "GATEHOUSE_KUBECTL_1_20",
+        tools_dir().join("kubectl-1.20/usr/bin/kubectl"),
+    )
 }
 
 /// moto's STS server in setup's venv (`GATEHOUSE_MOTO_SERVER`).
 pub fn moto_server() -> Result<PathBuf, String> {
-    tool("GATEHOUSE_MOTO_SERVER", tools_dir().join("moto-venv/bin/moto_server"))
+    tool(
+        "GATEHOUSE_MOTO_SERVER",
+        tools_dir().join("moto-venv/bin/moto_server"),
+    )
 }

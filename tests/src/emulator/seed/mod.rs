@@ -45,7 +45,7 @@ async fn put(
         .store
         .write(&ObjKey::new(def, namespace, &name), |_| Ok(Some(obj)))?;
     if let (Some(pod), "Pod") = (stored, def.kind) {
-        shared.runtime.start_pod(pods::runtime_spec(&pod)).await;
+        pods::start(&shared.runtime, &pod).await;
     }
     Ok(())
 }
