@@ -157,7 +157,10 @@ async fn upstream(
             let h = resp.headers_mut();
             h.insert("connection", http::HeaderValue::from_static("Upgrade"));
             h.insert("upgrade", http::HeaderValue::from_static("test-proto"));
-            h.insert("sec-websocket-protocol", http::HeaderValue::from_static("v5.channel.k8s.io"));
+            h.insert(
+                "sec-websocket-protocol",
+                http::HeaderValue::from_static("v5.channel.k8s.io"),
+            );
             Ok(resp)
         }
         _ => {
@@ -213,9 +216,15 @@ async fn start(upstream: SocketAddr) -> Result<Harness, Box<dyn std::error::Erro
     tokio::spawn(async move {
         // Keep the temp dir (token file) alive as long as the agent runs.
         let _dir = dir;
-        gatehouse_agent::server::serve(listener, Arc::new(proxy), Arc::new(server_tls), &config, async {
-            let _ = stopped.await;
-        })
+        gatehouse_agent::server::serve(
+            listener,
+            Arc::new(proxy),
+            Arc::new(server_tls),
+            &config,
+            async {
+                let _ = stopped.await;
+            },
+        )
         .await;
     });
     Ok(Harness {
@@ -232,8 +241,12 @@ fn get(path: &str, token: &str) -> Result<Request<Empty<Bytes>>, http::Error> {
         .body(Empty::new())
 }
 
-async fn json_body(resp: Response<Incoming>) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
-    Ok(serde_json::from_slice(&resp.into_body().collect().await?.to_bytes())?)
+async fn json_body(
+    resp: Response<Incoming>,
+) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+    Ok(serde_json::from_slice(
+        &resp.into_body().collect().await?.to_bytes(),
+    )?)
 }
 
 #[tokio::test]
@@ -241,17 +254,31 @@ async fn forwarded_headers_carry_the_agent_credential_and_the_identity() -> Test
     let upstream = mock_upstream(Arc::new(Mutex::new(None))).await?;
     let h = start(upstream).await?;
     for alpn in [&b"h2"[..], &b"http/1.1"[..]] {
-        let mut req = get("/api/v1/echo?x=1", &h.token("alice", &["engineers", "oncall"]))?;
-        req.headers_mut().insert("x-custom", http::HeaderValue::from_static("kept"));
-        req.headers_mut().insert("impersonate-group", http::HeaderValue::from_static("system:masters"));
+        let mut req = get(
+            "/api/v1/echo?x=1",
+            &h.token("alice", &["engineers", "oncall"]),
+        )?;
+        req.headers_mut()
+            .insert("x-custom", http::HeaderValue::from_static("kept"));
+        req.headers_mut().insert(
+            "impersonate-group",
+            http::HeaderValue::from_static("system:masters"),
+        );
         // Client impersonation is refused, not silently dropped.
         let resp = h.send(alpn, req).await?;
         assert_eq!(resp.status(), StatusCode::FORBIDDEN);
         assert_eq!(json_body(resp).await?["reason"], "Forbidden");
 
-        let mut req = get("/api/v1/echo?x=1", &h.token("alice", &["engineers", "oncall"]))?;
-        req.headers_mut().insert("x-custom", http::HeaderValue::from_static("kept"));
-        req.headers_mut().insert("proxy-authorization", http::HeaderValue::from_static("Basic eA=="));
+        let mut req = get(
+            "/api/v1/echo?x=1",
+            &h.token("alice", &["engineers", "oncall"]),
+        )?;
+        req.headers_mut()
+            .insert("x-custom", http::HeaderValue::from_static("kept"));
+        req.headers_mut().insert(
+            "proxy-authorization",
+            http::HeaderValue::from_static("Basic eA=="),
+        );
         let resp = h.send(alpn, req).await?;
         assert_eq!(resp.status(), StatusCode::OK);
         let seen = json_body(resp).await?;
@@ -273,10 +300,17 @@ async fn errors_are_kubernetes_statuses() -> TestResult {
     let resp = h.send(b"h2", get("/api/v1/echo", "garbage")?).await?;
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     let status = json_body(resp).await?;
-    assert_eq!((status["kind"].as_str(), status["reason"].as_str()), (Some("Status"), Some("Unauthorized")));
+    assert_eq!(
+        (status["kind"].as_str(), status["reason"].as_str()),
+        (Some("Status"), Some("Unauthorized"))
+    );
 
     let token = h.token("alice", &[]);
-    for path in ["/api/v1/namespaces/dev/pods/..%2f..%2fsecrets", "/api/v1//secrets", "/api/v1/a/./b"] {
+    for path in [
+        "/api/v1/namespaces/dev/pods/..%2f..%2fsecrets",
+        "/api/v1//secrets",
+        "/api/v1/a/./b",
+    ] {
         let resp = h.send(b"http/1.1", get(path, &token)?).await?;
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{path}");
         assert_eq!(json_body(resp).await?["reason"], "BadRequest");
@@ -285,11 +319,19 @@ async fn errors_are_kubernetes_statuses() -> TestResult {
     // An upstream that is gone: a port that was free a moment ago.
     let dead = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let h = start(dead).await?;
-    let resp = h.send(b"h2", get("/api/v1/echo", &h.token("alice", &[]))?).await?;
+    let resp = h
+        .send(b"h2", get("/api/v1/echo", &h.token("alice", &[]))?)
+        .await?;
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     let status = json_body(resp).await?;
     assert_eq!(status["reason"], "ServiceUnavailable");
-    assert!(status["message"].as_str().unwrap_or_default().contains("cannot reach the Kubernetes API server"), "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cannot reach the Kubernetes API server"),
+        "{status}"
+    );
     Ok(())
 }
 
@@ -298,15 +340,22 @@ async fn streams_are_relayed_without_buffering() -> TestResult {
     let (release_tx, release_rx) = oneshot::channel();
     let upstream = mock_upstream(Arc::new(Mutex::new(Some(release_rx)))).await?;
     let h = start(upstream).await?;
-    let resp = h.send(b"h2", get("/api/v1/stream", &h.token("alice", &[]))?).await?;
+    let resp = h
+        .send(b"h2", get("/api/v1/stream", &h.token("alice", &[]))?)
+        .await?;
     assert_eq!(resp.status(), StatusCode::OK);
     let mut body = resp.into_body();
     // The first chunk must arrive while the upstream still holds back the second one.
     let first = tokio::time::timeout(Duration::from_secs(5), body.frame()).await?;
-    let first = first.ok_or("stream ended")??.into_data().map_err(|_| "not data")?;
+    let first = first
+        .ok_or("stream ended")??
+        .into_data()
+        .map_err(|_| "not data")?;
     assert_eq!(&first[..], b"one\n");
     let _ = release_tx.send(());
-    let rest = tokio::time::timeout(Duration::from_secs(5), body.collect()).await??.to_bytes();
+    let rest = tokio::time::timeout(Duration::from_secs(5), body.collect())
+        .await??
+        .to_bytes();
     assert_eq!(&rest[..], b"two\n");
     Ok(())
 }
@@ -331,7 +380,10 @@ async fn upgrades_are_relayed_both_ways() -> TestResult {
     let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("upgrade: test-proto"), "{head}");
-    assert!(head.contains("sec-websocket-protocol: v5.channel.k8s.io"), "{head}");
+    assert!(
+        head.contains("sec-websocket-protocol: v5.channel.k8s.io"),
+        "{head}"
+    );
     tls.write_all(b"hello").await?;
     let mut echoed = [0u8; 5];
     tokio::time::timeout(Duration::from_secs(5), tls.read_exact(&mut echoed)).await??;
