@@ -42,6 +42,18 @@ pub fn run(paths: &Paths, skip_lint: bool, nextest_args: &[String]) -> anyhow::R
         util::note("root, BTF, bpf(), tracefs and cgroup v2 available: running kernel tests");
     }
 
+    // The end-to-end tests start the real agent and collector binaries, which nextest
+    // does not build for another package's tests.
+    step("binaries for the end-to-end tests");
+    let mut build = util::cargo();
+    build
+        .current_dir(&paths.root)
+        .args(["build", "--workspace", "--bins"]);
+    for (key, value) in paths.test_env() {
+        build.env(key, value);
+    }
+    util::run(&mut build)?;
+
     step("tests");
     let mut nextest = util::cargo();
     nextest

@@ -74,6 +74,7 @@ impl Paths {
             ("GATEHOUSE_KUBECTL_1_32", PathBuf::from(KUBECTL_1_32)),
             ("GATEHOUSE_MOTO_SERVER", self.moto_server()),
             ("GATEHOUSE_EBPF_OBJECT", self.ebpf_object()),
+            ("GATEHOUSE_BIN_DIR", self.target_dir.join("debug")),
         ]
     }
 }
