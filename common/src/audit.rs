@@ -1,0 +1,230 @@
+//! Audit events: what the agent records about every request and every upgraded session.
+//!
+//! These are the wire and storage types shared by the agent (which fills them in), the
+//! collector (which stores them) and the CLI (which prints them). Field names are the
+//! column names of the audit store, so renaming one is a schema change.
+
+use serde::{Deserialize, Serialize};
+
+/// One audit event. Serialised with a `type` tag: `{"type":"api_request", ...}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AuditEvent {
+    /// One HTTP request the agent answered or forwarded.
+    ApiRequest(ApiRequestEvent),
+    /// An exec, attach or port-forward session ended (joins its request on `session_id`).
+    SessionEnd(SessionEndEvent),
+}
+
+impl AuditEvent {
+    /// The event's unique id (the idempotency key at the collector).
+    pub fn event_id(&self) -> &str {
+        match self {
+            Self::ApiRequest(e) => &e.event_id,
+            Self::SessionEnd(e) => &e.event_id,
+        }
+    }
+}
+
+/// What the agent decided about a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Forwarded upstream.
+    Allow,
+    /// Refused by the agent (authentication, classification, policy, ...).
+    #[default]
+    Deny,
+    /// Held for, or refused pending, a human approval.
+    RequireApproval,
+}
+
+impl Decision {
+    /// Lower-case name, as serialised (metrics labels use it too).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+            Self::RequireApproval => "require_approval",
+        }
+    }
+}
+
+/// Who answered the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AnsweredBy {
+    /// The Kubernetes API server (the agent forwarded it).
+    Upstream,
+    /// The agent itself (a refusal, or upstream unreachable).
+    #[default]
+    Agent,
+}
+
+/// How the caller was authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    /// Not authenticated (the request was refused).
+    #[default]
+    None,
+    /// OIDC ID token as a bearer token.
+    Oidc,
+    /// TLS client certificate (mTLS).
+    ClientCertificate,
+}
+
+/// Parameters of an exec or attach request (from its query string).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ExecParams {
+    /// `command` parameters in order (empty for attach).
+    pub command: Vec<String>,
+    /// `container` parameter (empty = the pod's default container).
+    pub container: String,
+    /// `stdin=true`.
+    pub stdin: bool,
+    /// `tty=true`.
+    pub tty: bool,
+}
+
+/// One request, from arrival to the end of its response body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ApiRequestEvent {
+    /// Unique id of this event.
+    pub event_id: String,
+    /// Unique id of the request (also in the agent's log lines about it).
+    pub request_id: String,
+    /// Session id for exec/attach/port-forward upgrades; later events join on it.
+    pub session_id: Option<String>,
+    /// When the request arrived (RFC 3339, UTC).
+    pub time: chrono::DateTime<chrono::Utc>,
+    /// Cluster name the agent serves (configuration).
+    pub cluster: String,
+    /// Node the agent runs on.
+    pub node: String,
+    /// Authenticated username (with prefix); empty when authentication failed.
+    pub user: String,
+    /// Authenticated groups (with prefix).
+    pub groups: Vec<String>,
+    /// How the user was authenticated.
+    pub auth_method: AuthMethod,
+    /// Client IP address and port.
+    pub source: String,
+    /// `User-Agent` header.
+    pub user_agent: String,
+    /// HTTP method.
+    pub method: String,
+    /// Path as sent.
+    pub path: String,
+    /// Raw query string as sent (holds exec commands, selectors, `dryRun`).
+    pub query: String,
+    /// `true` for `/api/...` and `/apis/...` resource requests.
+    pub is_resource_request: bool,
+    /// Kubernetes verb (`get`, `list`, `watch`, `create`, ...).
+    pub verb: String,
+    /// API group (`""` = core).
+    pub api_group: String,
+    /// API version.
+    pub api_version: String,
+    /// Plural resource.
+    pub resource: String,
+    /// Subresource (`exec`, `log`, `status`, ...).
+    pub subresource: String,
+    /// Namespace (empty for cluster scope).
+    pub namespace: String,
+    /// Object name (empty for collections).
+    pub name: String,
+    /// Exec/attach parameters, for those subresources.
+    pub exec: Option<ExecParams>,
+    /// The decision.
+    pub decision: Decision,
+    /// What decided: a policy rule name, or a built-in check such as `authentication`.
+    pub decided_by: String,
+    /// Who answered.
+    pub answered_by: AnsweredBy,
+    /// HTTP status code returned to the client.
+    pub status_code: u16,
+    /// The agent's own error message when it answered itself (never contains a token).
+    pub error: String,
+    /// Milliseconds from arrival to the response headers.
+    pub latency_ms: f64,
+    /// Milliseconds from arrival to the end of the response body (streams: their end).
+    pub duration_ms: f64,
+    /// Request body bytes received from the client.
+    pub bytes_in: u64,
+    /// Response body bytes sent to the client.
+    pub bytes_out: u64,
+}
+
+/// The kind of an upgraded session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionKind {
+    /// `pods/exec`.
+    #[default]
+    Exec,
+    /// `pods/attach`.
+    Attach,
+    /// `pods/portforward`.
+    PortForward,
+}
+
+/// An exec, attach or port-forward session, written when it ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct SessionEndEvent {
+    /// Unique id of this event.
+    pub event_id: String,
+    /// The session (same as the `ApiRequestEvent.session_id` that opened it).
+    pub session_id: String,
+    /// The request that opened it.
+    pub request_id: String,
+    /// Cluster name.
+    pub cluster: String,
+    /// Node the agent runs on.
+    pub node: String,
+    /// Username.
+    pub user: String,
+    /// Groups.
+    pub groups: Vec<String>,
+    /// Exec, attach or port-forward.
+    pub kind: SessionKind,
+    /// Negotiated subprotocol (`v5.channel.k8s.io`, `SPDY/3.1+portforward.k8s.io`, ...).
+    pub protocol: String,
+    /// Pod namespace.
+    pub namespace: String,
+    /// Pod name.
+    pub pod: String,
+    /// Exec/attach parameters.
+    pub exec: Option<ExecParams>,
+    /// When the session started (the 101 was sent).
+    pub started: chrono::DateTime<chrono::Utc>,
+    /// When it ended.
+    pub ended: chrono::DateTime<chrono::Utc>,
+    /// Bytes from kubectl to the API server (after the upgrade).
+    pub bytes_from_client: u64,
+    /// Bytes from the API server to kubectl.
+    pub bytes_to_client: u64,
+    /// Why it ended (`closed`, `client_eof`, `upstream_error: ...`, `agent_shutdown`, ...).
+    pub end_reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_tagged_and_round_trip() -> Result<(), serde_json::Error> {
+        let event = AuditEvent::ApiRequest(ApiRequestEvent {
+            event_id: "e1".into(),
+            verb: "list".into(),
+            decision: Decision::Allow,
+            ..ApiRequestEvent::default()
+        });
+        let json = serde_json::to_value(&event)?;
+        assert_eq!(json["type"], "api_request");
+        assert_eq!(json["decision"], "allow");
+        assert_eq!(serde_json::from_value::<AuditEvent>(json)?, event);
+        assert_eq!(event.event_id(), "e1");
+        Ok(())
+    }
+}
