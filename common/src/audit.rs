@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 /// One audit event. Serialised with a `type` tag: `{"type":"api_request", ...}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+// Both variants are large and most events are requests: boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum AuditEvent {
     /// One HTTP request the agent answered or forwarded.
     ApiRequest(ApiRequestEvent),
