@@ -95,6 +95,37 @@ pub struct Args {
     /// Log format.
     #[arg(long, value_enum, env = "GATEHOUSE_LOG_FORMAT", default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    // --- listener limits and operations ---
+    /// Plain-HTTP address for /healthz, /readyz and Prometheus /metrics (keep it off the
+    /// public network). `off` disables it.
+    #[arg(long, env = "GATEHOUSE_OPS_LISTEN", default_value = "127.0.0.1:9090")]
+    pub ops_listen: String,
+
+    /// Refetch the issuer's signing keys this often (keys are also refetched, rate-limited,
+    /// when a token names an unknown `kid`). A failed fetch keeps the last good keys.
+    #[arg(long, value_parser = parse_duration, default_value = "5m")]
+    pub oidc_jwks_refresh: Duration,
+
+    /// Time a client gets to send a complete HTTP/1.1 request head (cuts slowloris clients).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub header_read_timeout: Duration,
+
+    /// Largest HTTP/1.1 request head in bytes; larger ones are answered 431.
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub max_header_bytes: usize,
+
+    /// Most header fields in one HTTP/1.1 request.
+    #[arg(long, default_value_t = 100)]
+    pub max_headers: usize,
+
+    /// Most concurrent HTTP/2 streams per client connection.
+    #[arg(long, default_value_t = 250)]
+    pub h2_max_concurrent_streams: u32,
+
+    /// Most client connections open at once; further connections are closed at once.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_connections: usize,
 }
 
 impl Args {
@@ -119,7 +150,39 @@ impl Args {
         config.oidc.username_prefix = self.oidc_username_prefix;
         config.oidc.groups_prefix = self.oidc_groups_prefix;
         config.oidc.clock_skew = self.oidc_clock_skew;
+        config.ops_listen = parse_ops_listen(&self.ops_listen);
+        config.jwks_refresh_interval = self.oidc_jwks_refresh;
+        config.limits.header_read_timeout = self.header_read_timeout;
+        config.limits.max_header_bytes = self.max_header_bytes;
+        config.limits.h2_max_header_list_size =
+            u32::try_from(self.max_header_bytes).unwrap_or(u32::MAX);
+        config.limits.max_headers = self.max_headers;
+        config.limits.h2_max_concurrent_streams = self.h2_max_concurrent_streams;
+        config.limits.max_connections = self.max_connections;
         config
+    }
+}
+
+/// `off`/empty disables the ops listener; anything else must be an address (checked by
+/// [`Args::validate_ops_listen`]).
+fn parse_ops_listen(value: &str) -> Option<SocketAddr> {
+    match value.trim() {
+        "" | "off" | "none" => None,
+        addr => addr.parse().ok(),
+    }
+}
+
+impl Args {
+    /// Refuses an `--ops-listen` that is neither `off` nor an address.
+    pub fn validate_ops_listen(&self) -> Result<(), String> {
+        let value = self.ops_listen.trim();
+        if matches!(value, "" | "off" | "none") || value.parse::<SocketAddr>().is_ok() {
+            Ok(())
+        } else {
+            Err(format!(
+                "invalid --ops-listen {value:?}: expected host:port or off"
+            ))
+        }
     }
 }
 

@@ -44,6 +44,46 @@ pub struct AgentConfig {
     pub upstream: UpstreamConfig,
     /// How bearer tokens are verified.
     pub oidc: OidcConfig,
+    // --- listener limits and operations ---
+    /// Limits that keep slow or hostile clients from holding the listener.
+    pub limits: ListenerLimits,
+    /// Plain-HTTP listener for `/healthz`, `/readyz` and `/metrics` (`None` = off).
+    pub ops_listen: Option<SocketAddr>,
+    /// How often the issuer's signing keys are refetched, whatever tokens arrive.
+    pub jwks_refresh_interval: Duration,
+    /// How long a readiness probe of the API server is reused before probing again.
+    pub readiness_cache: Duration,
+}
+
+/// Limits on client connections (slowloris, header floods, connection floods).
+#[derive(Debug, Clone)]
+pub struct ListenerLimits {
+    /// Time a client gets to send the complete request head (HTTP/1.1).
+    pub header_read_timeout: Duration,
+    /// Largest HTTP/1.1 request head (bytes); bigger heads get 431.
+    pub max_header_bytes: usize,
+    /// Most HTTP/1.1 header fields in one request.
+    pub max_headers: usize,
+    /// Largest HTTP/2 header list (bytes, as SETTINGS_MAX_HEADER_LIST_SIZE).
+    pub h2_max_header_list_size: u32,
+    /// Most concurrent HTTP/2 streams per connection.
+    pub h2_max_concurrent_streams: u32,
+    /// Most client connections open at once; further ones are closed at accept.
+    pub max_connections: usize,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            // The API server's own limit is 1 MiB of headers; ID tokens are a few KiB.
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            h2_max_header_list_size: 64 * 1024,
+            h2_max_concurrent_streams: 250,
+            max_connections: 10_000,
+        }
+    }
 }
 
 /// The Kubernetes API server the agent forwards to.
@@ -94,6 +134,10 @@ impl Default for AgentConfig {
             drain_timeout: Duration::from_secs(20),
             upstream: UpstreamConfig::default(),
             oidc: OidcConfig::default(),
+            limits: ListenerLimits::default(),
+            ops_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
+            jwks_refresh_interval: Duration::from_secs(300),
+            readiness_cache: Duration::from_secs(5),
         }
     }
 }

@@ -11,6 +11,8 @@
 //! - [`authenticate`]: Bearer OIDC ID token verification (discovery, JWKS, claims, cache).
 //! - [`classify`]: [`classify::RequestInfo`] and rejection of ambiguous paths.
 //! - [`forward`]: the upstream client: header rewriting, impersonation, streaming, upgrades.
+//! - [`metrics`]: Prometheus metrics (`gatehouse_agent_*`), fed by audit events.
+//! - [`ops`]: the ops listener: `/healthz`, `/readyz`, `/metrics`.
 //! - [`audit`]: the per-request context and its one audit line.
 //! - [`status`]: every error the agent answers with, as a `v1.Status` response.
 //! - [`ebpf`]: loads the embedded eBPF object and reads kernel events from its ring buffer.
@@ -23,6 +25,8 @@ pub mod cli;
 pub mod config;
 pub mod ebpf;
 pub mod forward;
+pub mod metrics;
+pub mod ops;
 pub mod proxy;
 pub mod server;
 pub mod shutdown;

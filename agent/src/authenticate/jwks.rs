@@ -127,6 +127,7 @@ pub struct KeyStore {
     min_refresh: Duration,
     state: RwLock<State>,
     refresh: Mutex<()>,
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 impl KeyStore {
@@ -163,7 +164,34 @@ impl KeyStore {
                 fetched_at,
             }),
             refresh: Mutex::new(()),
+            metrics: None,
         }
+    }
+
+    /// Counts every fetch in `metrics` (`gatehouse_agent_jwks_refreshes_total`).
+    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Whether a key set has been loaded at least once (readiness).
+    pub async fn is_loaded(&self) -> bool {
+        self.state.read().await.fetched_at.is_some()
+    }
+
+    /// Refetches the key set now (the periodic refresh, and start-up). On failure the last
+    /// good keys stay in use: an IdP outage must not lock everyone out at once.
+    pub async fn refresh(&self) -> Result<usize, JwksError> {
+        if matches!(self.source, Source::Static) {
+            return Ok(self.state.read().await.keys.len());
+        }
+        let _guard = self.refresh.lock().await;
+        let fresh = self.fetch().await?;
+        let count = fresh.len();
+        let mut state = self.state.write().await;
+        state.keys = Arc::new(fresh);
+        state.fetched_at = Some(Instant::now());
+        Ok(count)
     }
 
     /// Keys that may have signed a token with this `kid` and `alg`. An unknown `kid`
@@ -201,6 +229,17 @@ impl KeyStore {
     }
 
     async fn fetch(&self) -> Result<Vec<VerifyKey>, JwksError> {
+        let result = self.fetch_once().await;
+        if let Some(metrics) = &self.metrics {
+            metrics.jwks_refresh(if result.is_ok() { "ok" } else { "error" });
+        }
+        if let Err(err) = &result {
+            tracing::warn!(error = %err, "fetching OIDC signing keys failed; keeping the last good keys");
+        }
+        result
+    }
+
+    async fn fetch_once(&self) -> Result<Vec<VerifyKey>, JwksError> {
         let Source::Remote { issuer, client } = &self.source else {
             return Ok(Vec::new());
         };
