@@ -822,6 +822,39 @@ async fn unauthenticated_is_told_to_log_in(v: Version) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Longer than twice the agent's longest timer (30 s: HTTP/1 header read, h2 keep-alive;
+/// the others are 10 s or less), so an idle cut by the agent would show.
+const QUIET: Duration = Duration::from_secs(61);
+
+/// A watch that stays silent past every agent timer is not cut, and still delivers the
+/// event that comes after the silence, chunk by chunk (the line arrives while the watch is
+/// open, so nothing waits for the stream to end).
+async fn quiet_watch_outlives_agent_timers(v: Version) -> anyhow::Result<()> {
+    let fx = Fixture::start(v).await?;
+    let k = fx.kubectl()?;
+    k.run(&["create", "namespace", "team-a"]).await?.ok()?;
+    fx.apply(CONFIGMAP).await?;
+    let mut watch = k.spawn(&["get", "configmaps", "-n", "team-a", "-w"])?;
+    watch.wait_line(WAIT, |l| l.starts_with("settings")).await?;
+    tokio::time::sleep(QUIET).await;
+    k.run(&[
+        "create",
+        "configmap",
+        "after-the-quiet",
+        "-n",
+        "team-a",
+        "--from-literal=a=b",
+    ])
+    .await?
+    .ok()?;
+    watch
+        .wait_line(WAIT, |l| l.starts_with("after-the-quiet"))
+        .await?;
+    watch.stop().await;
+    fx.stop().await;
+    Ok(())
+}
+
 macro_rules! for_both_kubectls {
     ($module:ident, $via_agent:expr, $($name:ident),* $(,)?) => {
         mod $module {
@@ -872,7 +905,7 @@ for_both_kubectls!(
     unauthenticated_is_told_to_log_in,
 );
 
-// The last three direct scenarios use emulator tokens and `--as`, which the agent replaces
+// The last three direct scenarios (and the quiet watch, which is about the agent's timers) use emulator tokens and `--as`, which the agent replaces
 // by OIDC and refuses (tests/tests/agent_proxy.rs covers both through the agent).
 for_both_kubectls!(
     through_agent,
@@ -888,4 +921,5 @@ for_both_kubectls!(
     exec_interactive_tty,
     cp_uploads_and_downloads,
     port_forward_reaches_pod_port,
+    quiet_watch_outlives_agent_timers,
 );
