@@ -855,6 +855,53 @@ async fn quiet_watch_outlives_agent_timers(v: Version) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An exec session open when the agent is told to stop is tracked by the drain: the agent
+/// waits for it up to `--drain-timeout` (2 s in the stack), then ends it itself, and
+/// kubectl sees its session end instead of hanging.
+async fn open_exec_session_is_ended_by_agent_shutdown(v: Version) -> anyhow::Result<()> {
+    let fx = Fixture::start(v).await?;
+    let Backend::Agent(stack) = &fx.backend else {
+        anyhow::bail!("this scenario needs the agent");
+    };
+    fx.running_pod("team-a", "box", "sleep 3600").await?;
+    let k = fx.kubectl()?;
+    let mut exec = k.spawn(&[
+        "exec",
+        "box",
+        "-n",
+        "team-a",
+        "--",
+        "sh",
+        "-c",
+        "echo started; sleep 3600",
+    ])?;
+    exec.wait_line(WAIT, |l| l == "started").await?;
+    let pid = stack.agent.pid().context("agent is running")?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid)?),
+        nix::sys::signal::Signal::SIGTERM,
+    )?;
+    let code = exec.wait_exit(WAIT).await?;
+    // kubectl 1.32 (WebSocket) reports the cut connection as a failure; kubectl 1.20 (SPDY)
+    // treats a closed connection without an error stream message as a normal end.
+    if matches!(v.kubectl, KubectlVersion::V1_32) {
+        assert_ne!(code, 0, "an exec ended by the agent is not a success");
+    }
+    let log = std::fs::read_to_string(&stack.agent.log_path)?;
+    assert!(
+        log.contains("ending open sessions"),
+        "agent did not end the open session itself:\n{}",
+        stack.agent.log_tail()
+    );
+    assert!(
+        log.contains("agent_shutdown"),
+        "session end reason missing:\n{}",
+        stack.agent.log_tail()
+    );
+    fx.stop().await;
+    Ok(())
+}
+
 macro_rules! for_both_kubectls {
     ($module:ident, $via_agent:expr, $($name:ident),* $(,)?) => {
         mod $module {
@@ -922,4 +969,5 @@ for_both_kubectls!(
     cp_uploads_and_downloads,
     port_forward_reaches_pod_port,
     quiet_watch_outlives_agent_timers,
+    open_exec_session_is_ended_by_agent_shutdown,
 );
