@@ -24,6 +24,11 @@ impl Proxy {
         }
     }
 
+    /// Open upgraded sessions, for the listener's drain at shutdown.
+    pub fn sessions(&self) -> &crate::forward::session::Sessions {
+        self.forwarder.sessions()
+    }
+
     /// Serves one request end to end and writes its audit line.
     pub async fn handle(
         &self,
@@ -75,7 +80,8 @@ impl Proxy {
 
         // 4. forward last, as the agent's credential impersonating the verified identity.
         self.forwarder
-            .forward(req, &identity, &ctx.request_id)
+            // B1: `None` until the request path builds the session template (helper A).
+            .forward(req, &identity, &ctx.request_id, None)
             .await
     }
 }

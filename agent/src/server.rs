@@ -240,10 +240,14 @@ pub async fn serve_with(
         deadline_s = config.drain_timeout.as_secs(),
         "draining connections"
     );
+    let deadline = tokio::time::Instant::now() + config.drain_timeout;
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections drained"),
-        () = tokio::time::sleep(config.drain_timeout) => {
+        () = tokio::time::sleep_until(deadline) => {
             tracing::warn!("drain deadline reached; closing remaining connections");
         }
     }
+    // Upgraded sessions (exec, attach, port-forward) live outside the connection watcher.
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    proxy.sessions().drain(left).await;
 }

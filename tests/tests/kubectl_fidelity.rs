@@ -1,11 +1,15 @@
 //! Emulator fidelity: real kubectl 1.32 and 1.20 against the Kubernetes API emulator,
-//! asserting what a user at the terminal would see.
+//! asserting what a user at the terminal would see; every scenario that does not depend on
+//! the emulator's own tokens also runs through the real `gatehouse-agent` (as dev user bob,
+//! cluster-admin via sre-leads), checking that the API server saw only the agent's
+//! credential impersonating bob.
 
 use anyhow::Context as _;
 use gatehouse_tests::emulator::runtime::RuntimeConfig;
 use gatehouse_tests::emulator::{Emulator, EmulatorConfig, Seed, UserInfo};
 use gatehouse_tests::harness::kubeconfig::{self, Context, Credential};
 use gatehouse_tests::harness::kubectl::Kubectl;
+use gatehouse_tests::harness::stack::{Stack, StackOptions};
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,14 +18,32 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// Which kubectl a test runs.
 #[derive(Clone, Copy, Debug)]
-enum Version {
+enum KubectlVersion {
     V1_32,
     V1_20,
 }
 
-/// One emulator in a temp dir, plus an admin kubeconfig.
+/// Which kubectl, and whether it talks to the emulator directly or through the agent.
+#[derive(Clone, Copy, Debug)]
+struct Version {
+    kubectl: KubectlVersion,
+    via_agent: bool,
+}
+
+/// The agent's own identity at the API server (the emulator's seeded service account).
+const AGENT_USER: &str = "system:serviceaccount:gatehouse:gatehouse-agent";
+/// The dev user the through-agent runs act as (cluster-admin via sre-leads).
+const AGENT_RUN_USER: &str = "bob";
+
+/// What kubectl talks to.
+enum Backend {
+    Direct(Emulator),
+    Agent(Box<Stack>),
+}
+
+/// One emulator (alone or behind a full stack) in a temp dir, plus an admin kubeconfig.
 struct Fixture {
-    emulator: Emulator,
+    backend: Backend,
     dir: tempfile::TempDir,
     admin_kubeconfig: PathBuf,
     version: Version,
@@ -37,6 +59,18 @@ impl Fixture {
                 rand::random::<u32>()
             ))
         });
+        if version.via_agent {
+            let mut options = StackOptions::new(dir.path().join("stack"));
+            options.cgroup_root = cgroup_root;
+            let stack = Stack::start(options).await?;
+            let admin_kubeconfig = stack.kubeconfig_for(AGENT_RUN_USER)?;
+            return Ok(Self {
+                backend: Backend::Agent(Box::new(stack)),
+                dir,
+                admin_kubeconfig,
+                version,
+            });
+        }
         let emulator = Emulator::start(EmulatorConfig {
             dir: dir.path().join("emulator"),
             listen: "127.0.0.1:0".parse()?,
@@ -59,11 +93,18 @@ impl Fixture {
             }],
         )?;
         Ok(Self {
-            emulator,
+            backend: Backend::Direct(emulator),
             dir,
             admin_kubeconfig,
             version,
         })
+    }
+
+    fn emulator(&self) -> &Emulator {
+        match &self.backend {
+            Backend::Direct(emulator) => emulator,
+            Backend::Agent(stack) => &stack.emulator,
+        }
     }
 
     fn kubectl(&self) -> anyhow::Result<Kubectl> {
@@ -71,16 +112,16 @@ impl Fixture {
     }
 
     fn kubectl_with(&self, kubeconfig: &std::path::Path) -> anyhow::Result<Kubectl> {
-        match self.version {
-            Version::V1_32 => Kubectl::v1_32(kubeconfig),
-            Version::V1_20 => Kubectl::v1_20(kubeconfig),
+        match self.version.kubectl {
+            KubectlVersion::V1_32 => Kubectl::v1_32(kubeconfig),
+            KubectlVersion::V1_20 => Kubectl::v1_20(kubeconfig),
         }
     }
 
     /// A kubeconfig for a token user that the emulator knows as `user` in `groups`.
     fn user_kubeconfig(&self, user: &str, groups: &[&str]) -> anyhow::Result<PathBuf> {
         let token = format!("token-{user}-{}", rand::random::<u64>());
-        self.emulator.add_token(
+        self.emulator().add_token(
             &token,
             UserInfo {
                 username: user.into(),
@@ -94,8 +135,8 @@ impl Fixture {
             &path,
             &[Context {
                 name: user.into(),
-                server: self.emulator.url(),
-                ca_file: self.emulator.ca_cert_path(),
+                server: self.emulator().url(),
+                ca_file: self.emulator().ca_cert_path(),
                 credential: Credential::Token(token),
                 namespace: None,
             }],
@@ -154,8 +195,33 @@ impl Fixture {
         }
     }
 
+    /// Through the agent, first checks the API server's request log: every request came
+    /// with the agent's credential impersonating bob, none with bob's own token. Then stops.
     async fn stop(self) {
-        self.emulator.shutdown().await;
+        if let Backend::Agent(stack) = &self.backend {
+            let log = stack.emulator.request_log();
+            assert!(
+                log.iter()
+                    .any(|r| r.impersonated_user.as_deref() == Some(AGENT_RUN_USER)),
+                "no impersonated request reached the emulator"
+            );
+            for r in &log {
+                assert_eq!(r.user, AGENT_USER, "not the agent's credential: {r:?}");
+                assert_eq!(
+                    r.impersonated_user.as_deref(),
+                    Some(AGENT_RUN_USER),
+                    "request not impersonating bob: {r:?}"
+                );
+                assert!(
+                    r.impersonated_groups.iter().any(|g| g == "sre-leads"),
+                    "bob's groups not impersonated: {r:?}"
+                );
+            }
+        }
+        match self.backend {
+            Backend::Direct(emulator) => emulator.shutdown().await,
+            Backend::Agent(stack) => stack.shutdown().await,
+        }
     }
 }
 
@@ -539,7 +605,7 @@ async fn exec_non_interactive(v: Version) -> anyhow::Result<()> {
     let fx = Fixture::start(v).await?;
     fx.running_pod("team-a", "box", "sleep 3600").await?;
     exec_non_interactive_streams_and_exit_code(v, fx.kubectl()?, &fx).await?;
-    if matches!(v, Version::V1_32) {
+    if matches!(v.kubectl, KubectlVersion::V1_32) {
         // The SPDY fallback path of kubectl 1.32.
         let spdy = fx
             .kubectl()?
@@ -702,7 +768,7 @@ async fn impersonation_needs_permission_and_is_recorded(v: Version) -> anyhow::R
             .contains(r#"User "erin" cannot list resource "pods""#),
         "{as_erin:?}"
     );
-    let log = fx.emulator.request_log();
+    let log = fx.emulator().request_log();
     let rec = log
         .iter()
         .find(|r| r.impersonated_user.as_deref() == Some("erin") && r.path.ends_with("/pods"))
@@ -718,7 +784,7 @@ async fn impersonation_needs_permission_and_is_recorded(v: Version) -> anyhow::R
     // kubectl words a refused impersonation differently per version (its discovery step
     // fails first), so the server's answer is checked in the request log.
     assert_eq!(refused.code, 1, "{refused:?}");
-    let log = fx.emulator.request_log();
+    let log = fx.emulator().request_log();
     assert!(
         log.iter().any(|r| r.user == "dave" && r.code == 403),
         "dave's impersonation attempt was not refused: {log:?}"
@@ -739,8 +805,8 @@ async fn unauthenticated_is_told_to_log_in(v: Version) -> anyhow::Result<()> {
         &path,
         &[Context {
             name: "bad".into(),
-            server: fx.emulator.url(),
-            ca_file: fx.emulator.ca_cert_path(),
+            server: fx.emulator().url(),
+            ca_file: fx.emulator().ca_cert_path(),
             credential: Credential::Token("not-a-known-token".into()),
             namespace: None,
         }],
@@ -756,28 +822,120 @@ async fn unauthenticated_is_told_to_log_in(v: Version) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Longer than twice the agent's longest timer (30 s: HTTP/1 header read, h2 keep-alive;
+/// the others are 10 s or less), so an idle cut by the agent would show.
+const QUIET: Duration = Duration::from_secs(61);
+
+/// A watch that stays silent past every agent timer is not cut, and still delivers the
+/// event that comes after the silence, chunk by chunk (the line arrives while the watch is
+/// open, so nothing waits for the stream to end).
+async fn quiet_watch_outlives_agent_timers(v: Version) -> anyhow::Result<()> {
+    let fx = Fixture::start(v).await?;
+    let k = fx.kubectl()?;
+    k.run(&["create", "namespace", "team-a"]).await?.ok()?;
+    fx.apply(CONFIGMAP).await?;
+    let mut watch = k.spawn(&["get", "configmaps", "-n", "team-a", "-w"])?;
+    watch.wait_line(WAIT, |l| l.starts_with("settings")).await?;
+    tokio::time::sleep(QUIET).await;
+    k.run(&[
+        "create",
+        "configmap",
+        "after-the-quiet",
+        "-n",
+        "team-a",
+        "--from-literal=a=b",
+    ])
+    .await?
+    .ok()?;
+    watch
+        .wait_line(WAIT, |l| l.starts_with("after-the-quiet"))
+        .await?;
+    watch.stop().await;
+    fx.stop().await;
+    Ok(())
+}
+
+/// An exec session open when the agent is told to stop is tracked by the drain: the agent
+/// waits for it up to `--drain-timeout` (2 s in the stack), then ends it itself, and
+/// kubectl sees its session end instead of hanging.
+async fn open_exec_session_is_ended_by_agent_shutdown(v: Version) -> anyhow::Result<()> {
+    let fx = Fixture::start(v).await?;
+    let Backend::Agent(stack) = &fx.backend else {
+        anyhow::bail!("this scenario needs the agent");
+    };
+    fx.running_pod("team-a", "box", "sleep 3600").await?;
+    let k = fx.kubectl()?;
+    let mut exec = k.spawn(&[
+        "exec",
+        "box",
+        "-n",
+        "team-a",
+        "--",
+        "sh",
+        "-c",
+        "echo started; sleep 3600",
+    ])?;
+    exec.wait_line(WAIT, |l| l == "started").await?;
+    let pid = stack.agent.pid().context("agent is running")?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid)?),
+        nix::sys::signal::Signal::SIGTERM,
+    )?;
+    let code = exec.wait_exit(WAIT).await?;
+    // kubectl 1.32 (WebSocket) reports the cut connection as a failure; kubectl 1.20 (SPDY)
+    // treats a closed connection without an error stream message as a normal end.
+    if matches!(v.kubectl, KubectlVersion::V1_32) {
+        assert_ne!(code, 0, "an exec ended by the agent is not a success");
+    }
+    let log = std::fs::read_to_string(&stack.agent.log_path)?;
+    assert!(
+        log.contains("ending open sessions"),
+        "agent did not end the open session itself:\n{}",
+        stack.agent.log_tail()
+    );
+    assert!(
+        log.contains("agent_shutdown"),
+        "session end reason missing:\n{}",
+        stack.agent.log_tail()
+    );
+    fx.stop().await;
+    Ok(())
+}
+
 macro_rules! for_both_kubectls {
-    ($($name:ident),* $(,)?) => {
-        mod kubectl_1_32 {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() -> anyhow::Result<()> {
-                    super::$name(super::Version::V1_32).await
-                }
-            )*
-        }
-        mod kubectl_1_20 {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() -> anyhow::Result<()> {
-                    super::$name(super::Version::V1_20).await
-                }
-            )*
+    ($module:ident, $via_agent:expr, $($name:ident),* $(,)?) => {
+        mod $module {
+            mod kubectl_1_32 {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() -> anyhow::Result<()> {
+                        super::super::$name(super::super::Version {
+                            kubectl: super::super::KubectlVersion::V1_32,
+                            via_agent: $via_agent,
+                        })
+                        .await
+                    }
+                )*
+            }
+            mod kubectl_1_20 {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() -> anyhow::Result<()> {
+                        super::super::$name(super::super::Version {
+                            kubectl: super::super::KubectlVersion::V1_20,
+                            via_agent: $via_agent,
+                        })
+                        .await
+                    }
+                )*
+            }
         }
     };
 }
 
 for_both_kubectls!(
+    direct,
+    false,
     get_all_namespaces_prints_server_table,
     output_formats_yaml_json_jsonpath,
     apply_creates_then_configures_then_leaves_unchanged,
@@ -792,4 +950,24 @@ for_both_kubectls!(
     auth_can_i_follows_rbac,
     impersonation_needs_permission_and_is_recorded,
     unauthenticated_is_told_to_log_in,
+);
+
+// The last three direct scenarios (and the quiet watch, which is about the agent's timers) use emulator tokens and `--as`, which the agent replaces
+// by OIDC and refuses (tests/tests/agent_proxy.rs covers both through the agent).
+for_both_kubectls!(
+    through_agent,
+    true,
+    get_all_namespaces_prints_server_table,
+    output_formats_yaml_json_jsonpath,
+    apply_creates_then_configures_then_leaves_unchanged,
+    patch_strategic_merge_and_json,
+    delete_and_not_found_errors,
+    watch_sees_later_changes,
+    logs_follow_streams_new_lines,
+    exec_non_interactive,
+    exec_interactive_tty,
+    cp_uploads_and_downloads,
+    port_forward_reaches_pod_port,
+    quiet_watch_outlives_agent_timers,
+    open_exec_session_is_ended_by_agent_shutdown,
 );

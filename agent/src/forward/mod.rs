@@ -4,6 +4,8 @@
 
 pub mod credential;
 pub mod headers;
+pub mod session;
+pub mod tap;
 pub mod upgrade;
 
 use crate::authenticate::Identity;
@@ -41,6 +43,8 @@ pub struct Forwarder {
     client: UpstreamClient,
     upgrade_client: UpstreamClient,
     token: Option<TokenFile>,
+    // --- upgraded sessions (B1) ---
+    sessions: session::Sessions,
 }
 
 impl Forwarder {
@@ -79,15 +83,23 @@ impl Forwarder {
             client,
             upgrade_client,
             token: config.token_file.as_ref().map(TokenFile::new),
+            sessions: session::Sessions::new(),
         })
     }
 
-    /// Forwards `req` as `identity`; `request_id` tags upgraded sessions in the log.
+    /// The registry of open upgraded sessions (shutdown drains it).
+    pub fn sessions(&self) -> &session::Sessions {
+        &self.sessions
+    }
+
+    /// Forwards `req` as `identity`; `request_id` tags upgraded sessions in the log and
+    /// `session`, for exec/attach/port-forward, describes the session's `SessionEnd` event.
     pub async fn forward(
         &self,
         mut req: Request<hyper::body::Incoming>,
         identity: &Identity,
         request_id: &str,
+        session: Option<session::SessionStart>,
     ) -> Result<Response<Body>, ProxyError> {
         let upgrade = upgrade::requested_upgrade(&req);
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
@@ -125,7 +137,13 @@ impl Forwarder {
         if let Some(client_upgrade) = client_upgrade
             && resp.status() == http::StatusCode::SWITCHING_PROTOCOLS
         {
-            return Ok(upgrade::relay(client_upgrade, resp, request_id.to_string()));
+            return Ok(upgrade::relay(
+                client_upgrade,
+                resp,
+                request_id.to_string(),
+                session,
+                &self.sessions,
+            ));
         }
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);

@@ -1,6 +1,7 @@
 //! HTTP/1.1 Upgrade relay (exec, attach, port-forward over WebSocket or SPDY): the 101 and
-//! its headers go back to kubectl unchanged, then bytes are copied both ways untouched.
+//! its headers go back to kubectl unchanged, then [`super::session`] relays the bytes.
 
+use super::session::{self, SessionStart, Sessions, negotiated_protocol};
 use crate::{Body, full_body};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
@@ -25,37 +26,45 @@ pub fn requested_upgrade<B>(req: &Request<B>) -> Option<HeaderValue> {
     req.headers().get(header::UPGRADE).cloned()
 }
 
-/// Answers kubectl with the upstream's 101 and, in the background, joins the two
-/// upgraded connections once both sides are ready. `request_id` tags the session's log.
+/// Answers kubectl with the upstream's 101 and, as a tracked session task, joins the two
+/// upgraded connections once both sides are ready and relays between them (see
+/// [`super::session`]). `request_id` tags the session's log; `session` carries the
+/// template of its `SessionEnd` event.
 pub fn relay(
     client: OnUpgrade,
     mut upstream: Response<hyper::body::Incoming>,
     request_id: String,
+    session: Option<SessionStart>,
+    sessions: &Sessions,
 ) -> Response<Body> {
     let upstream_upgrade = hyper::upgrade::on(&mut upstream);
-    tokio::spawn(async move {
-        let joined = tokio::try_join!(client, upstream_upgrade);
+    let protocol = negotiated_protocol(upstream.headers());
+    let shutdown = sessions.shutdown_token();
+    sessions.spawn(async move {
+        let joined = tokio::select! {
+            joined = async { tokio::try_join!(client, upstream_upgrade) } => joined,
+            () = shutdown.cancelled() => {
+                session::upgrade_failed(session, protocol, request_id, "agent shutting down");
+                return;
+            }
+        };
         let (client, upstream) = match joined {
             Ok(pair) => pair,
             Err(err) => {
                 tracing::warn!(request_id = %request_id, error = %err, "upgrade failed");
+                session::upgrade_failed(session, protocol, request_id, &err.to_string());
                 return;
             }
         };
-        let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-        match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-            Ok((to_upstream, to_client)) => tracing::info!(
-                request_id = %request_id, bytes_from_client = to_upstream,
-                bytes_to_client = to_client, "upgraded session ended"
-            ),
-            // kubectl closes without a TLS close_notify: that is an ordinary end.
-            Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => {
-                tracing::info!(request_id = %request_id, "upgraded session ended")
-            }
-            Err(err) => tracing::info!(
-                request_id = %request_id, error = %err, "upgraded session ended with an error"
-            ),
-        }
+        session::relay_streams(
+            TokioIo::new(client),
+            TokioIo::new(upstream),
+            session,
+            protocol,
+            request_id,
+            shutdown,
+        )
+        .await;
     });
     let mut resp = Response::new(full_body(Bytes::new()));
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
