@@ -92,6 +92,45 @@ pub struct Args {
     #[arg(long, value_parser = parse_duration, default_value = "20s")]
     pub drain_timeout: Duration,
 
+    // --- listener: mTLS and limits (task C) ---
+    /// CA bundle (PEM) for client certificates. A certificate signed by it authenticates
+    /// like at the API server (CN = user, O = groups) when no bearer token is sent;
+    /// clients without a certificate still connect and use OIDC. Default: no client certs.
+    #[arg(long, env = "GATEHOUSE_CLIENT_CA_FILE", value_name = "FILE")]
+    pub client_ca_file: Option<PathBuf>,
+
+    /// Time a client gets to finish the TLS handshake.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub tls_handshake_timeout: Duration,
+
+    /// Time a client gets to send a complete HTTP/1.1 request head (cuts slowloris clients).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub header_read_timeout: Duration,
+
+    /// Largest HTTP/1.1 request head in bytes (request line + headers); larger gets 431.
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub max_header_bytes: usize,
+
+    /// Most headers in one HTTP/1.1 request; more gets 431.
+    #[arg(long, default_value_t = 100)]
+    pub max_headers: usize,
+
+    /// HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE in bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub h2_max_header_list_size: u32,
+
+    /// HTTP/2 concurrent streams per connection.
+    #[arg(long, default_value_t = 250)]
+    pub h2_max_concurrent_streams: u32,
+
+    /// Interval of HTTP/2 keep-alive pings (an unresponsive client is dropped).
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub keep_alive_interval: Duration,
+
+    /// Most open client connections; connections beyond are closed at once.
+    #[arg(long, default_value_t = 4096)]
+    pub max_connections: usize,
+
     /// Log format.
     #[arg(long, value_enum, env = "GATEHOUSE_LOG_FORMAT", default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -119,6 +158,18 @@ impl Args {
         config.oidc.username_prefix = self.oidc_username_prefix;
         config.oidc.groups_prefix = self.oidc_groups_prefix;
         config.oidc.clock_skew = self.oidc_clock_skew;
+        // --- listener: mTLS and limits (task C) ---
+        config.client_ca_file = self.client_ca_file;
+        config.tls_handshake_timeout = self.tls_handshake_timeout;
+        config.limits = crate::config::ListenerLimits {
+            header_read_timeout: self.header_read_timeout,
+            max_header_bytes: self.max_header_bytes,
+            max_headers: self.max_headers,
+            h2_max_header_list_size: self.h2_max_header_list_size,
+            h2_max_concurrent_streams: self.h2_max_concurrent_streams,
+            keep_alive_interval: self.keep_alive_interval,
+            max_connections: self.max_connections,
+        };
         config
     }
 }

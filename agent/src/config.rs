@@ -44,6 +44,44 @@ pub struct AgentConfig {
     pub upstream: UpstreamConfig,
     /// How bearer tokens are verified.
     pub oidc: OidcConfig,
+    // --- listener: mTLS and limits (task C) ---
+    /// CA bundle (PEM) for optional client certificates; `None` = no client certificates.
+    pub client_ca_file: Option<PathBuf>,
+    /// Resource limits of the kubectl listener.
+    pub limits: ListenerLimits,
+}
+
+/// Limits of the kubectl listener, so that one client cannot exhaust the agent.
+#[derive(Debug, Clone)]
+pub struct ListenerLimits {
+    /// Time a client gets to send a complete HTTP/1.1 request head (slowloris).
+    pub header_read_timeout: Duration,
+    /// HTTP/1.1 read buffer size, which bounds the request head (bytes).
+    pub max_header_bytes: usize,
+    /// Most headers in one HTTP/1.1 request.
+    pub max_headers: usize,
+    /// HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE` (bytes).
+    pub h2_max_header_list_size: u32,
+    /// HTTP/2 concurrent streams per connection.
+    pub h2_max_concurrent_streams: u32,
+    /// Interval of HTTP/2 keep-alive pings; a peer that does not answer is dropped.
+    pub keep_alive_interval: Duration,
+    /// Most open client connections; further ones are closed at once.
+    pub max_connections: usize,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            h2_max_header_list_size: 64 * 1024,
+            h2_max_concurrent_streams: 250,
+            keep_alive_interval: Duration::from_secs(30),
+            max_connections: 4096,
+        }
+    }
 }
 
 /// The Kubernetes API server the agent forwards to.
@@ -94,6 +132,8 @@ impl Default for AgentConfig {
             drain_timeout: Duration::from_secs(20),
             upstream: UpstreamConfig::default(),
             oidc: OidcConfig::default(),
+            client_ca_file: None,
+            limits: ListenerLimits::default(),
         }
     }
 }

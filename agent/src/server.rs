@@ -1,8 +1,11 @@
-//! The TLS listener: rustls with ALPN h2 + http/1.1, hyper's auto server with upgrades,
-//! and graceful shutdown with a drain deadline. [`run`] is what `main` calls.
+//! The TLS listener: rustls with ALPN h2 + http/1.1 (hot-reloaded certificate, optional
+//! client certificates), hyper's auto server with upgrades and the limits of
+//! [`crate::config::ListenerLimits`], and graceful shutdown with a drain deadline.
+//! [`run`] is what `main` calls.
 
-use crate::authenticate::Authenticator;
+use crate::authenticate::client_cert::identity_from_cert;
 use crate::authenticate::jwks::KeyStore;
+use crate::authenticate::{Authenticator, ClientCertIdentity};
 use crate::config::{AgentConfig, ConfigError};
 use crate::forward::{ForwardError, Forwarder};
 use crate::proxy::Proxy;
@@ -52,7 +55,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let proxy = Arc::new(build_proxy(&config)?);
-    let tls = crate::tls::server_config(&config.tls_cert_file, &config.tls_key_file)?;
+    let tls = crate::tls::listener_config(
+        &config.tls_cert_file,
+        &config.tls_key_file,
+        config.client_ca_file.as_deref(),
+    )?;
     tracing::info!(upstream = %config.upstream.url, issuer = %config.oidc.issuer_url, "gatehouse agent configured");
     serve(listener, proxy, Arc::new(tls), &config, shutdown).await;
     Ok(())
@@ -68,15 +75,23 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let tls = tokio_rustls::TlsAcceptor::from(tls);
+    let limits = &config.limits;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
+        .header_read_timeout(limits.header_read_timeout)
+        // hyper refuses buffers under 8 KiB; a head over the limit is answered with 431.
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(limits.max_headers);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(30)));
+        .max_header_list_size(limits.h2_max_header_list_size)
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .keep_alive_interval(Some(limits.keep_alive_interval))
+        .keep_alive_timeout(limits.keep_alive_interval);
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let local = listener.local_addr().ok();
     tracing::info!(listen = ?local, "gatehouse agent listening");
@@ -94,11 +109,18 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // Over the connection cap: close at once rather than queue (fail fast, bounded memory).
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(peer = %peer, max = limits.max_connections, "connection limit reached; refusing connection");
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let (tls, proxy, builder) = (tls.clone(), proxy.clone(), builder.clone());
         let watcher = graceful.watcher();
         let handshake_timeout = config.tls_handshake_timeout;
         tokio::spawn(async move {
+            let _slot = slot;
             let stream = match tokio::time::timeout(handshake_timeout, tls.accept(tcp)).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(err)) => {
@@ -110,8 +132,12 @@ pub async fn serve(
                     return;
                 }
             };
-            let service = service_fn(move |req| {
+            let cert_identity = client_cert_identity(&stream, peer);
+            let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                 let proxy = proxy.clone();
+                if let Some(identity) = &cert_identity {
+                    req.extensions_mut().insert(identity.clone());
+                }
                 async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer).await) }
             });
             let conn = builder
@@ -132,6 +158,23 @@ pub async fn serve(
         () = graceful.shutdown() => tracing::info!("all connections drained"),
         () = tokio::time::sleep(config.drain_timeout) => {
             tracing::warn!("drain deadline reached; closing remaining connections");
+        }
+    }
+}
+
+/// The identity of the client certificate rustls verified on this connection, if any.
+/// A verified certificate without a usable subject is logged and ignored (the request then
+/// needs a bearer token), never a way in.
+fn client_cert_identity(
+    stream: &tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    peer: std::net::SocketAddr,
+) -> Option<ClientCertIdentity> {
+    let leaf = stream.get_ref().1.peer_certificates()?.first()?;
+    match identity_from_cert(leaf) {
+        Ok(identity) => Some(ClientCertIdentity(Arc::new(identity))),
+        Err(err) => {
+            tracing::warn!(peer = %peer, error = %err, "ignoring client certificate");
+            None
         }
     }
 }

@@ -7,7 +7,10 @@
 //! digest until they expire; tokens themselves are never logged or stored.
 
 pub mod cache;
+pub mod client_cert;
 pub mod jwks;
+
+pub use client_cert::ClientCertIdentity;
 
 use crate::config::OidcConfig;
 use base64::Engine;
@@ -115,6 +118,17 @@ impl Authenticator {
     pub async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Arc<Identity>> {
         let token = bearer_token(headers).ok_or(AuthError::MissingToken)?;
         self.verify(token).await
+    }
+
+    /// Authenticates a request: a bearer token wins (as at the API server); without one, a
+    /// verified client certificate ([`ClientCertIdentity`] in the extensions) is used.
+    pub async fn authenticate_request<B>(&self, req: &http::Request<B>) -> Result<Arc<Identity>> {
+        if bearer_token(req.headers()).is_none()
+            && let Some(ClientCertIdentity(identity)) = req.extensions().get::<ClientCertIdentity>()
+        {
+            return Ok(identity.clone());
+        }
+        self.authenticate(req.headers()).await
     }
 
     /// Verifies one token (cache first).
