@@ -92,6 +92,21 @@ pub struct Args {
     #[arg(long, value_parser = parse_duration, default_value = "20s")]
     pub drain_timeout: Duration,
 
+    // --- periodic JWKS refresh (task C) ---
+    /// Interval at which the issuer's signing keys are re-fetched in the background, so a
+    /// key rotation at the IdP needs no restart. A failed refresh keeps the last good keys.
+    /// Unknown `kid`s also trigger a fetch (at most every 10s). Verified tokens stay cached
+    /// (by digest) until they expire, even if their key is withdrawn meanwhile.
+    #[arg(long, value_parser = parse_duration, default_value = "5m")]
+    pub oidc_jwks_refresh: Duration,
+
+    // --- operations endpoints (task C) ---
+    /// Plain-HTTP address for /healthz (process up), /readyz (API server reachable with the
+    /// agent's credential and OIDC keys loaded) and /metrics (Prometheus). Keep it off the
+    /// public network; `off` disables it.
+    #[arg(long, env = "GATEHOUSE_OPS_LISTEN", value_parser = parse_ops_listen, default_value = "127.0.0.1:9090")]
+    pub ops_listen: OpsListen,
+
     // --- listener: mTLS and limits (task C) ---
     /// CA bundle (PEM) for client certificates. A certificate signed by it authenticates
     /// like at the API server (CN = user, O = groups) when no bearer token is sent;
@@ -158,6 +173,8 @@ impl Args {
         config.oidc.username_prefix = self.oidc_username_prefix;
         config.oidc.groups_prefix = self.oidc_groups_prefix;
         config.oidc.clock_skew = self.oidc_clock_skew;
+        config.oidc.jwks_refresh_interval = self.oidc_jwks_refresh;
+        config.ops_listen = self.ops_listen.0;
         // --- listener: mTLS and limits (task C) ---
         config.client_ca_file = self.client_ca_file;
         config.tls_handshake_timeout = self.tls_handshake_timeout;
@@ -172,6 +189,19 @@ impl Args {
         };
         config
     }
+}
+
+/// `--ops-listen`: an address, or `off`.
+#[derive(Debug, Clone, Copy)]
+pub struct OpsListen(pub Option<SocketAddr>);
+
+fn parse_ops_listen(s: &str) -> Result<OpsListen, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(OpsListen(None));
+    }
+    s.parse()
+        .map(|a| OpsListen(Some(a)))
+        .map_err(|e| format!("{e} (expected host:port or `off`)"))
 }
 
 /// Parses `500ms`, `30s`, `5m`, `1h` or a plain number of seconds.

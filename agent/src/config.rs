@@ -49,6 +49,9 @@ pub struct AgentConfig {
     pub client_ca_file: Option<PathBuf>,
     /// Resource limits of the kubectl listener.
     pub limits: ListenerLimits,
+    // --- operations endpoints (task C) ---
+    /// Plain-HTTP listener for `/healthz`, `/readyz`, `/metrics`; `None` = off.
+    pub ops_listen: Option<SocketAddr>,
 }
 
 /// Limits of the kubectl listener, so that one client cannot exhaust the agent.
@@ -120,6 +123,9 @@ pub struct OidcConfig {
     pub jwks_min_refresh: Duration,
     /// Most verified tokens kept in the cache (by SHA-256 digest, until they expire).
     pub token_cache_max: usize,
+    // --- periodic JWKS refresh (task C) ---
+    /// Interval of the background JWKS refresh (on top of refresh-on-unknown-kid).
+    pub jwks_refresh_interval: Duration,
 }
 
 impl Default for AgentConfig {
@@ -134,6 +140,7 @@ impl Default for AgentConfig {
             oidc: OidcConfig::default(),
             client_ca_file: None,
             limits: ListenerLimits::default(),
+            ops_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
         }
     }
 }
@@ -162,6 +169,7 @@ impl Default for OidcConfig {
             clock_skew: Duration::from_secs(30),
             jwks_min_refresh: Duration::from_secs(10),
             token_cache_max: 10_000,
+            jwks_refresh_interval: Duration::from_secs(300),
         }
     }
 }

@@ -13,6 +13,8 @@
 //! - [`forward`]: the upstream client: header rewriting, impersonation, streaming, upgrades.
 //! - [`audit`]: the per-request context and its one audit line.
 //! - [`status`]: every error the agent answers with, as a `v1.Status` response.
+//! - [`metrics`]: Prometheus metrics (an audit sink plus direct counters).
+//! - [`ops`]: the operations listener: `/healthz`, `/readyz`, `/metrics`.
 //! - [`ebpf`]: loads the embedded eBPF object and reads kernel events from its ring buffer.
 #![deny(missing_docs)]
 
@@ -23,6 +25,8 @@ pub mod cli;
 pub mod config;
 pub mod ebpf;
 pub mod forward;
+pub mod metrics;
+pub mod ops;
 pub mod proxy;
 pub mod server;
 pub mod shutdown;

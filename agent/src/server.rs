@@ -8,6 +8,8 @@ use crate::authenticate::jwks::KeyStore;
 use crate::authenticate::{Authenticator, ClientCertIdentity};
 use crate::config::{AgentConfig, ConfigError};
 use crate::forward::{ForwardError, Forwarder};
+use crate::metrics::Metrics;
+use crate::ops::{Ops, UpstreamProbe};
 use crate::proxy::Proxy;
 use crate::tls::TlsError;
 use hyper::service::service_fn;
@@ -35,43 +37,115 @@ pub enum ServerError {
 
 /// Builds the request path from `config`.
 pub fn build_proxy(config: &AgentConfig) -> Result<Proxy, ServerError> {
+    Ok(build_parts(config, Arc::new(Metrics::new()))?.0)
+}
+
+/// The request path plus the key store it shares with the JWKS refresh and `/readyz`.
+fn build_parts(
+    config: &AgentConfig,
+    metrics: Arc<Metrics>,
+) -> Result<(Proxy, Arc<KeyStore>), ServerError> {
     config.validate()?;
     let oidc_tls = crate::tls::client_config(config.oidc.ca_file.as_deref())?;
-    let keys = KeyStore::remote(
+    let keys = Arc::new(KeyStore::remote(
         &config.oidc.issuer_url,
         oidc_tls,
         config.oidc.jwks_min_refresh,
-    );
-    let authenticator = Authenticator::new(config.oidc.clone(), keys);
+    ));
+    let authenticator =
+        Authenticator::with_shared_keys(config.oidc.clone(), keys.clone()).with_metrics(metrics);
     let forwarder = Forwarder::new(&config.upstream)?;
-    Ok(Proxy::new(authenticator, forwarder))
+    Ok((Proxy::new(authenticator, forwarder), keys))
 }
 
 /// Serves kubectl on `listener` until `shutdown` resolves, then drains in-flight
-/// requests for up to `config.drain_timeout`.
+/// requests for up to `config.drain_timeout`. Also runs the periodic JWKS refresh and the
+/// operations listener (`config.ops_listen`).
 pub async fn run(
     listener: TcpListener,
     config: AgentConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    let proxy = Arc::new(build_proxy(&config)?);
+    let metrics = Arc::new(Metrics::new());
+    let (proxy, keys) = build_parts(&config, metrics.clone())?;
+    let proxy = Arc::new(proxy);
     let tls = crate::tls::listener_config(
         &config.tls_cert_file,
         &config.tls_key_file,
         config.client_ca_file.as_deref(),
     )?;
+    let hook_metrics = metrics.clone();
+    keys.set_refresh_hook(Box::new(move |ok| hook_metrics.jwks_refresh(ok)))
+        .await;
+    let refresher = tokio::spawn(
+        keys.clone()
+            .refresh_every(config.oidc.jwks_refresh_interval),
+    );
+    let ops = match config.ops_listen {
+        Some(addr) => Some(start_ops(addr, &config, metrics.clone(), keys).await?),
+        None => None,
+    };
     tracing::info!(upstream = %config.upstream.url, issuer = %config.oidc.issuer_url, "gatehouse agent configured");
-    serve(listener, proxy, Arc::new(tls), &config, shutdown).await;
+    serve_with_metrics(
+        listener,
+        proxy,
+        Arc::new(tls),
+        &config,
+        Some(metrics),
+        shutdown,
+    )
+    .await;
+    refresher.abort();
+    if let Some(ops) = ops {
+        ops.abort();
+    }
     Ok(())
 }
 
+/// Binds and spawns the operations listener. A taken port is logged, not fatal: kubectl
+/// traffic matters more, and a failing readiness probe makes the problem visible anyway.
+async fn start_ops(
+    addr: std::net::SocketAddr,
+    config: &AgentConfig,
+    metrics: Arc<Metrics>,
+    keys: Arc<KeyStore>,
+) -> Result<tokio::task::JoinHandle<()>, ServerError> {
+    let upstream = UpstreamProbe::new(&config.upstream)?;
+    let ops = Arc::new(Ops {
+        metrics,
+        upstream,
+        keys,
+        extra: Vec::new(),
+    });
+    Ok(tokio::spawn(async move {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => crate::ops::serve(listener, ops, std::future::pending()).await,
+            Err(err) => {
+                tracing::error!(listen = %addr, error = %err, "cannot bind the operations listener");
+            }
+        }
+    }))
+}
+
 /// The accept loop behind [`run`], with the request path and TLS settings supplied
-/// (tests build a [`Proxy`] with fixed keys). Uses the timeouts of `config`.
+/// (tests build a [`Proxy`] with fixed keys). Uses the timeouts and limits of `config`.
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,
     tls: Arc<rustls::ServerConfig>,
     config: &AgentConfig,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve_with_metrics(listener, proxy, tls, config, None, shutdown).await;
+}
+
+/// [`serve`], counting handshake failures and open connections in `metrics`.
+pub async fn serve_with_metrics(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    tls: Arc<rustls::ServerConfig>,
+    config: &AgentConfig,
+    metrics: Option<Arc<Metrics>>,
     shutdown: impl Future<Output = ()>,
 ) {
     let tls = tokio_rustls::TlsAcceptor::from(tls);
@@ -119,16 +193,25 @@ pub async fn serve(
         let (tls, proxy, builder) = (tls.clone(), proxy.clone(), builder.clone());
         let watcher = graceful.watcher();
         let handshake_timeout = config.tls_handshake_timeout;
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             let _slot = slot;
+            let _open = metrics.as_ref().map(|m| m.connection());
+            let failed = || {
+                if let Some(m) = &metrics {
+                    m.tls_handshake_failed();
+                }
+            };
             let stream = match tokio::time::timeout(handshake_timeout, tls.accept(tcp)).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(err)) => {
                     tracing::debug!(peer = %peer, error = %err, "TLS handshake failed");
+                    failed();
                     return;
                 }
                 Err(_) => {
                     tracing::debug!(peer = %peer, "TLS handshake timed out");
+                    failed();
                     return;
                 }
             };

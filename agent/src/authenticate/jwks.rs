@@ -127,7 +127,11 @@ pub struct KeyStore {
     min_refresh: Duration,
     state: RwLock<State>,
     refresh: Mutex<()>,
+    on_refresh: RwLock<Option<RefreshHook>>,
 }
+
+/// Told about the outcome of each periodic JWKS refresh.
+pub type RefreshHook = Box<dyn Fn(bool) + Send + Sync>;
 
 impl KeyStore {
     /// A store that never fetches.
@@ -163,6 +167,7 @@ impl KeyStore {
                 fetched_at,
             }),
             refresh: Mutex::new(()),
+            on_refresh: RwLock::new(None),
         }
     }
 
@@ -198,6 +203,49 @@ impl KeyStore {
         state.keys = Arc::new(fresh);
         state.fetched_at = Some(Instant::now());
         Ok(found)
+    }
+
+    /// Whether keys were loaded at least once (always true for a fixed store).
+    pub async fn loaded(&self) -> bool {
+        matches!(self.source, Source::Static) || self.state.read().await.fetched_at.is_some()
+    }
+
+    /// Fetches the key set now and replaces the cached one; on failure the last good keys
+    /// stay in use (an IdP outage must not lock everyone out of tokens already issued).
+    pub async fn refresh_now(&self) -> Result<usize, JwksError> {
+        if matches!(self.source, Source::Static) {
+            return Ok(self.state.read().await.keys.len());
+        }
+        let _guard = self.refresh.lock().await;
+        let fresh = self.fetch().await?;
+        let count = fresh.len();
+        let mut state = self.state.write().await;
+        state.keys = Arc::new(fresh);
+        state.fetched_at = Some(Instant::now());
+        Ok(count)
+    }
+
+    /// Refreshes every `interval` (first fetch right away, so readiness turns green
+    /// without waiting for a token), forever; spawn it. Picks up keys an IdP publishes
+    /// before it signs with them, and retires keys it withdrew.
+    pub async fn refresh_every(self: Arc<Self>, interval: Duration) {
+        let mut ticker = tokio::time::interval(interval.max(Duration::from_secs(1)));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let outcome = self.refresh_now().await;
+            if let Some(hook) = &*self.on_refresh.read().await {
+                hook(outcome.is_ok());
+            }
+            if let Err(err) = outcome {
+                tracing::warn!(error = %err, "periodic JWKS refresh failed; keeping the last good keys");
+            }
+        }
+    }
+
+    /// Registers a callback told about each periodic refresh (`true` = success); metrics use it.
+    pub async fn set_refresh_hook(&self, hook: RefreshHook) {
+        *self.on_refresh.write().await = Some(hook);
     }
 
     async fn fetch(&self) -> Result<Vec<VerifyKey>, JwksError> {

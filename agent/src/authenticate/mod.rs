@@ -82,6 +82,27 @@ pub enum AuthError {
     Keys(#[source] JwksError),
 }
 
+impl AuthError {
+    /// A fixed, low-cardinality name for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::MissingToken => "missing_token",
+            Self::Malformed(_) => "malformed",
+            Self::Algorithm(_) => "algorithm",
+            Self::UnknownKey(_) => "unknown_key",
+            Self::BadSignature => "bad_signature",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::WrongIssuer => "wrong_issuer",
+            Self::WrongAudience => "wrong_audience",
+            Self::Claim(_) => "claim",
+            Self::EmailNotVerified => "email_not_verified",
+            Self::ReservedUsername(_) => "reserved_username",
+            Self::Keys(_) => "keys_unavailable",
+        }
+    }
+}
+
 /// Module result shorthand.
 pub type Result<T> = std::result::Result<T, AuthError>;
 
@@ -99,19 +120,32 @@ pub struct Identity {
 /// Verifies bearer tokens of one issuer.
 pub struct Authenticator {
     config: OidcConfig,
-    keys: KeyStore,
+    keys: Arc<KeyStore>,
     cache: cache::TokenCache,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Authenticator {
     /// An authenticator for `config` that gets its keys from `keys`.
     pub fn new(config: OidcConfig, keys: KeyStore) -> Self {
+        Self::with_shared_keys(config, Arc::new(keys))
+    }
+
+    /// An authenticator sharing `keys` with e.g. the periodic refresh and readiness check.
+    pub fn with_shared_keys(config: OidcConfig, keys: Arc<KeyStore>) -> Self {
         let cache = cache::TokenCache::new(config.token_cache_max);
         Self {
             config,
             keys,
             cache,
+            metrics: None,
         }
+    }
+
+    /// Counts failures of [`Self::authenticate_request`] by reason in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Authenticates a request from its headers.
@@ -128,7 +162,11 @@ impl Authenticator {
         {
             return Ok(identity.clone());
         }
-        self.authenticate(req.headers()).await
+        let result = self.authenticate(req.headers()).await;
+        if let (Err(err), Some(metrics)) = (&result, &self.metrics) {
+            metrics.auth_failure(err.reason());
+        }
+        result
     }
 
     /// Verifies one token (cache first).
