@@ -99,6 +99,24 @@ async fn signing_key_rotation_needs_no_agent_restart() -> anyhow::Result<()> {
         metrics.contains("gatehouse_agent_jwks_refreshes_total{outcome=\"success\"}"),
         "{metrics}"
     );
+
+    // Plain HTTP to the TLS port is a failed handshake, counted (bounded poll: the
+    // counter moves just after the agent closes the socket).
+    let agent: SocketAddr = stack.agent.url.trim_start_matches("https://").parse()?;
+    let mut tcp = tokio::net::TcpStream::connect(agent).await?;
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await?;
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut sink)).await;
+    let mut counted = false;
+    for _ in 0..20 {
+        let (_, metrics) = ops_get(ops, "/metrics").await?;
+        if metrics.contains("gatehouse_agent_tls_handshake_failures_total 1") {
+            counted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(counted, "TLS handshake failure not counted");
     stack.shutdown().await;
     Ok(())
 }
