@@ -92,40 +92,63 @@ pub struct Args {
     #[arg(long, value_parser = parse_duration, default_value = "20s")]
     pub drain_timeout: Duration,
 
-    /// Log format.
-    #[arg(long, value_enum, env = "GATEHOUSE_LOG_FORMAT", default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
-
-    // --- listener limits and operations ---
-    /// Plain-HTTP address for /healthz, /readyz and Prometheus /metrics (keep it off the
-    /// public network). `off` disables it.
-    #[arg(long, env = "GATEHOUSE_OPS_LISTEN", default_value = "127.0.0.1:9090")]
-    pub ops_listen: String,
-
-    /// Refetch the issuer's signing keys this often (keys are also refetched, rate-limited,
-    /// when a token names an unknown `kid`). A failed fetch keeps the last good keys.
+    // --- periodic JWKS refresh (task C) ---
+    /// Interval at which the issuer's signing keys are re-fetched in the background, so a
+    /// key rotation at the IdP needs no restart. A failed refresh keeps the last good keys.
+    /// Unknown `kid`s also trigger a fetch (at most every 10s). Verified tokens stay cached
+    /// (by digest) until they expire, even if their key is withdrawn meanwhile.
     #[arg(long, value_parser = parse_duration, default_value = "5m")]
     pub oidc_jwks_refresh: Duration,
+
+    // --- operations endpoints (task C) ---
+    /// Plain-HTTP address for /healthz (process up), /readyz (API server reachable with the
+    /// agent's credential and OIDC keys loaded) and /metrics (Prometheus). Keep it off the
+    /// public network; `off` disables it.
+    #[arg(long, env = "GATEHOUSE_OPS_LISTEN", value_parser = parse_ops_listen, default_value = "127.0.0.1:9090")]
+    pub ops_listen: OpsListen,
+
+    // --- listener: mTLS and limits (task C) ---
+    /// CA bundle (PEM) for client certificates. A certificate signed by it authenticates
+    /// like at the API server (CN = user, O = groups) when no bearer token is sent;
+    /// clients without a certificate still connect and use OIDC. Default: no client certs.
+    #[arg(long, env = "GATEHOUSE_CLIENT_CA_FILE", value_name = "FILE")]
+    pub client_ca_file: Option<PathBuf>,
+
+    /// Time a client gets to finish the TLS handshake.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub tls_handshake_timeout: Duration,
 
     /// Time a client gets to send a complete HTTP/1.1 request head (cuts slowloris clients).
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub header_read_timeout: Duration,
 
-    /// Largest HTTP/1.1 request head in bytes; larger ones are answered 431.
+    /// Largest HTTP/1.1 request head in bytes (request line + headers); larger gets 431.
     #[arg(long, default_value_t = 64 * 1024)]
     pub max_header_bytes: usize,
 
-    /// Most header fields in one HTTP/1.1 request.
+    /// Most headers in one HTTP/1.1 request; more gets 431.
     #[arg(long, default_value_t = 100)]
     pub max_headers: usize,
 
-    /// Most concurrent HTTP/2 streams per client connection.
+    /// HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE in bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub h2_max_header_list_size: u32,
+
+    /// HTTP/2 concurrent streams per connection.
     #[arg(long, default_value_t = 250)]
     pub h2_max_concurrent_streams: u32,
 
-    /// Most client connections open at once; further connections are closed at once.
-    #[arg(long, default_value_t = 10_000)]
+    /// Interval of HTTP/2 keep-alive pings (an unresponsive client is dropped).
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub keep_alive_interval: Duration,
+
+    /// Most open client connections; connections beyond are closed at once.
+    #[arg(long, default_value_t = 4096)]
     pub max_connections: usize,
+
+    /// Log format.
+    #[arg(long, value_enum, env = "GATEHOUSE_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 impl Args {
@@ -150,40 +173,35 @@ impl Args {
         config.oidc.username_prefix = self.oidc_username_prefix;
         config.oidc.groups_prefix = self.oidc_groups_prefix;
         config.oidc.clock_skew = self.oidc_clock_skew;
-        config.ops_listen = parse_ops_listen(&self.ops_listen);
-        config.jwks_refresh_interval = self.oidc_jwks_refresh;
-        config.limits.header_read_timeout = self.header_read_timeout;
-        config.limits.max_header_bytes = self.max_header_bytes;
-        config.limits.h2_max_header_list_size =
-            u32::try_from(self.max_header_bytes).unwrap_or(u32::MAX);
-        config.limits.max_headers = self.max_headers;
-        config.limits.h2_max_concurrent_streams = self.h2_max_concurrent_streams;
-        config.limits.max_connections = self.max_connections;
+        config.oidc.jwks_refresh_interval = self.oidc_jwks_refresh;
+        config.ops_listen = self.ops_listen.0;
+        // --- listener: mTLS and limits (task C) ---
+        config.client_ca_file = self.client_ca_file;
+        config.tls_handshake_timeout = self.tls_handshake_timeout;
+        config.limits = crate::config::ListenerLimits {
+            header_read_timeout: self.header_read_timeout,
+            max_header_bytes: self.max_header_bytes,
+            max_headers: self.max_headers,
+            h2_max_header_list_size: self.h2_max_header_list_size,
+            h2_max_concurrent_streams: self.h2_max_concurrent_streams,
+            keep_alive_interval: self.keep_alive_interval,
+            max_connections: self.max_connections,
+        };
         config
     }
 }
 
-/// `off`/empty disables the ops listener; anything else must be an address (checked by
-/// [`Args::validate_ops_listen`]).
-fn parse_ops_listen(value: &str) -> Option<SocketAddr> {
-    match value.trim() {
-        "" | "off" | "none" => None,
-        addr => addr.parse().ok(),
-    }
-}
+/// `--ops-listen`: an address, or `off`.
+#[derive(Debug, Clone, Copy)]
+pub struct OpsListen(pub Option<SocketAddr>);
 
-impl Args {
-    /// Refuses an `--ops-listen` that is neither `off` nor an address.
-    pub fn validate_ops_listen(&self) -> Result<(), String> {
-        let value = self.ops_listen.trim();
-        if matches!(value, "" | "off" | "none") || value.parse::<SocketAddr>().is_ok() {
-            Ok(())
-        } else {
-            Err(format!(
-                "invalid --ops-listen {value:?}: expected host:port or off"
-            ))
-        }
+fn parse_ops_listen(s: &str) -> Result<OpsListen, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(OpsListen(None));
     }
+    s.parse()
+        .map(|a| OpsListen(Some(a)))
+        .map_err(|e| format!("{e} (expected host:port or `off`)"))
 }
 
 /// Parses `500ms`, `30s`, `5m`, `1h` or a plain number of seconds.

@@ -44,31 +44,32 @@ pub struct AgentConfig {
     pub upstream: UpstreamConfig,
     /// How bearer tokens are verified.
     pub oidc: OidcConfig,
-    // --- listener limits and operations ---
-    /// Limits that keep slow or hostile clients from holding the listener.
+    // --- listener: mTLS and limits (task C) ---
+    /// CA bundle (PEM) for optional client certificates; `None` = no client certificates.
+    pub client_ca_file: Option<PathBuf>,
+    /// Resource limits of the kubectl listener.
     pub limits: ListenerLimits,
-    /// Plain-HTTP listener for `/healthz`, `/readyz` and `/metrics` (`None` = off).
+    // --- operations endpoints (task C) ---
+    /// Plain-HTTP listener for `/healthz`, `/readyz`, `/metrics`; `None` = off.
     pub ops_listen: Option<SocketAddr>,
-    /// How often the issuer's signing keys are refetched, whatever tokens arrive.
-    pub jwks_refresh_interval: Duration,
-    /// How long a readiness probe of the API server is reused before probing again.
-    pub readiness_cache: Duration,
 }
 
-/// Limits on client connections (slowloris, header floods, connection floods).
+/// Limits of the kubectl listener, so that one client cannot exhaust the agent.
 #[derive(Debug, Clone)]
 pub struct ListenerLimits {
-    /// Time a client gets to send the complete request head (HTTP/1.1).
+    /// Time a client gets to send a complete HTTP/1.1 request head (slowloris).
     pub header_read_timeout: Duration,
-    /// Largest HTTP/1.1 request head (bytes); bigger heads get 431.
+    /// HTTP/1.1 read buffer size, which bounds the request head (bytes).
     pub max_header_bytes: usize,
-    /// Most HTTP/1.1 header fields in one request.
+    /// Most headers in one HTTP/1.1 request.
     pub max_headers: usize,
-    /// Largest HTTP/2 header list (bytes, as SETTINGS_MAX_HEADER_LIST_SIZE).
+    /// HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE` (bytes).
     pub h2_max_header_list_size: u32,
-    /// Most concurrent HTTP/2 streams per connection.
+    /// HTTP/2 concurrent streams per connection.
     pub h2_max_concurrent_streams: u32,
-    /// Most client connections open at once; further ones are closed at accept.
+    /// Interval of HTTP/2 keep-alive pings; a peer that does not answer is dropped.
+    pub keep_alive_interval: Duration,
+    /// Most open client connections; further ones are closed at once.
     pub max_connections: usize,
 }
 
@@ -76,12 +77,12 @@ impl Default for ListenerLimits {
     fn default() -> Self {
         Self {
             header_read_timeout: Duration::from_secs(10),
-            // The API server's own limit is 1 MiB of headers; ID tokens are a few KiB.
             max_header_bytes: 64 * 1024,
             max_headers: 100,
             h2_max_header_list_size: 64 * 1024,
             h2_max_concurrent_streams: 250,
-            max_connections: 10_000,
+            keep_alive_interval: Duration::from_secs(30),
+            max_connections: 4096,
         }
     }
 }
@@ -122,6 +123,9 @@ pub struct OidcConfig {
     pub jwks_min_refresh: Duration,
     /// Most verified tokens kept in the cache (by SHA-256 digest, until they expire).
     pub token_cache_max: usize,
+    // --- periodic JWKS refresh (task C) ---
+    /// Interval of the background JWKS refresh (on top of refresh-on-unknown-kid).
+    pub jwks_refresh_interval: Duration,
 }
 
 impl Default for AgentConfig {
@@ -134,10 +138,9 @@ impl Default for AgentConfig {
             drain_timeout: Duration::from_secs(20),
             upstream: UpstreamConfig::default(),
             oidc: OidcConfig::default(),
+            client_ca_file: None,
             limits: ListenerLimits::default(),
             ops_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
-            jwks_refresh_interval: Duration::from_secs(300),
-            readiness_cache: Duration::from_secs(5),
         }
     }
 }
@@ -166,6 +169,7 @@ impl Default for OidcConfig {
             clock_skew: Duration::from_secs(30),
             jwks_min_refresh: Duration::from_secs(10),
             token_cache_max: 10_000,
+            jwks_refresh_interval: Duration::from_secs(300),
         }
     }
 }

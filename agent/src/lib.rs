@@ -15,6 +15,8 @@
 //! - [`ops`]: the ops listener: `/healthz`, `/readyz`, `/metrics`.
 //! - [`audit`]: the per-request context and its one audit line.
 //! - [`status`]: every error the agent answers with, as a `v1.Status` response.
+//! - [`metrics`]: Prometheus metrics (an audit sink plus direct counters).
+//! - [`ops`]: the operations listener: `/healthz`, `/readyz`, `/metrics`.
 //! - [`ebpf`]: loads the embedded eBPF object and reads kernel events from its ring buffer.
 #![deny(missing_docs)]
 

@@ -8,7 +8,6 @@ use gatehouse_agent::{cli::Args, server, shutdown, telemetry};
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init(args.log_format, "info");
-    args.validate_ops_listen().map_err(anyhow::Error::msg)?;
     let config = args.into_config();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -1,10 +1,9 @@
-//! The agent's Prometheus metrics (prefix `gatehouse_agent_`), registered on a registry the
-//! caller owns. Per-request figures come from audit events ([`Metrics`] is an
-//! [`AuditSink`]), so metrics and the audit trail can never disagree; connection, TLS,
-//! authentication and JWKS figures are recorded directly where they happen.
+//! Prometheus metrics of the agent (prefix `gatehouse_agent_`): per-request counters fed
+//! as an [`AuditSink`], plus direct counters for what no audit event carries (TLS
+//! handshakes, connections, JWKS refreshes, authentication failures by reason).
 
 use crate::audit::sink::AuditSink;
-use gatehouse_common::audit::{AnsweredBy, AuditEvent, SessionKind};
+use gatehouse_common::audit::{AnsweredBy, AuditEvent};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -12,191 +11,160 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-/// Latency buckets in seconds: fine at the low end, where the agent's own overhead lives.
-const LATENCY_BUCKETS: [f64; 16] = [
-    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-    10.0, 30.0,
-];
-
-/// Verbs used as label values; anything else (extension methods) is `other`, so a client
-/// cannot grow the label set.
-const KNOWN_VERBS: &[&str] = &[
-    "get",
-    "list",
-    "watch",
-    "create",
-    "update",
-    "patch",
-    "delete",
-    "deletecollection",
-    "proxy",
-    "head",
-    "post",
-    "put",
-    "options",
-];
-
-/// Labels of a finished request.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// Labels of the request counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    /// Kubernetes verb (or lower-case method), bounded to [`KNOWN_VERBS`] + `other`.
+    /// Kubernetes verb (`get`, `list`, `watch`, ...).
     pub verb: String,
-    /// `allow`, `deny` or `require_approval`.
+    /// `allow`, `deny`, `require_approval`.
     pub decision: String,
-    /// HTTP status code returned to the client.
-    pub code: u16,
+    /// HTTP status code.
+    pub code: String,
 }
 
-/// Labels by verb only (latency histogram).
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct VerbLabels {
-    /// Bounded verb.
-    pub verb: String,
-}
-
-/// Labels by a fixed, code-defined reason.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
-    /// A `&'static str` from the code, never user input.
+/// One `reason` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Why.
     pub reason: String,
 }
 
-/// Labels by session kind.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindLabels {
-    /// `exec`, `attach` or `port_forward`.
-    pub kind: String,
+/// One `outcome` label (`success` / `failure`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// How it went.
+    pub outcome: String,
 }
 
-/// Every metric the agent exports.
-#[derive(Debug, Clone)]
+/// Latency buckets in seconds: 0.25 ms doubling up to ~65 s.
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    prometheus_client::metrics::histogram::exponential_buckets(0.000_25, 2.0, 19)
+}
+
+/// All agent metrics and the registry that renders them.
 pub struct Metrics {
+    registry: Registry,
     requests: Family<RequestLabels, Counter>,
-    request_latency: Family<VerbLabels, Histogram>,
+    latency: Histogram,
     open_sessions: Gauge,
-    sessions: Family<KindLabels, Counter>,
     upstream_errors: Counter,
-    auth_failures: Family<ReasonLabels, Counter>,
-    jwks_refreshes: Family<ReasonLabels, Counter>,
+    auth_failures: Family<ReasonLabel, Counter>,
+    jwks_refreshes: Family<OutcomeLabel, Counter>,
     tls_handshake_failures: Counter,
     open_connections: Gauge,
-    refused_connections: Counter,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self {
-            requests: Family::default(),
-            request_latency: Family::new_with_constructor(|| {
-                Histogram::new(LATENCY_BUCKETS.iter().copied())
-            }),
-            open_sessions: Gauge::default(),
-            sessions: Family::default(),
-            upstream_errors: Counter::default(),
-            auth_failures: Family::default(),
-            jwks_refreshes: Family::default(),
-            tls_handshake_failures: Counter::default(),
-            open_connections: Gauge::default(),
-            refused_connections: Counter::default(),
-        }
+        Self::new()
     }
 }
 
 impl Metrics {
-    /// Creates the metrics and registers them under `gatehouse_agent` in `registry`.
-    pub fn register(registry: &mut Registry) -> Self {
-        let m = Self::default();
-        let r = registry.sub_registry_with_prefix("gatehouse_agent");
-        r.register(
+    /// A registry with every metric at zero.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("gatehouse_agent");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
             "requests",
-            "Requests answered, by verb, decision and status code",
-            m.requests.clone(),
+            "Requests answered, by Kubernetes verb, decision and HTTP code",
+            requests.clone(),
         );
-        r.register(
-            "request_latency_seconds",
-            "Time from request arrival to response headers, by verb",
-            m.request_latency.clone(),
+        let latency = Histogram::new(latency_buckets());
+        registry.register(
+            "request_duration_seconds",
+            "Time from request arrival to response head (streams: to first byte)",
+            latency.clone(),
         );
-        r.register(
+        let open_sessions = Gauge::default();
+        registry.register(
             "open_sessions",
-            "Exec, attach and port-forward sessions now open",
-            m.open_sessions.clone(),
+            "exec/attach/port-forward sessions currently relayed",
+            open_sessions.clone(),
         );
-        r.register(
-            "sessions",
-            "Exec, attach and port-forward sessions ended, by kind",
-            m.sessions.clone(),
-        );
-        r.register(
+        let upstream_errors = Counter::default();
+        registry.register(
             "upstream_errors",
-            "Requests the agent answered itself because the API server could not be reached",
-            m.upstream_errors.clone(),
+            "Requests the agent answered 502/503/504 because the API server failed",
+            upstream_errors.clone(),
         );
-        r.register(
+        let auth_failures = Family::<ReasonLabel, Counter>::default();
+        registry.register(
             "auth_failures",
-            "Requests refused by authentication, by reason",
-            m.auth_failures.clone(),
+            "Refused credentials, by reason",
+            auth_failures.clone(),
         );
-        r.register(
+        let jwks_refreshes = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
             "jwks_refreshes",
-            "Fetches of the OIDC issuer's signing keys, by result",
-            m.jwks_refreshes.clone(),
+            "Periodic fetches of the issuer's signing keys, by outcome",
+            jwks_refreshes.clone(),
         );
-        r.register(
+        let tls_handshake_failures = Counter::default();
+        registry.register(
             "tls_handshake_failures",
-            "Client connections whose TLS handshake failed or timed out",
-            m.tls_handshake_failures.clone(),
+            "Client TLS handshakes that failed or timed out",
+            tls_handshake_failures.clone(),
         );
-        r.register(
+        let open_connections = Gauge::default();
+        registry.register(
             "open_connections",
-            "Client connections now open",
-            m.open_connections.clone(),
+            "Client connections currently open",
+            open_connections.clone(),
         );
-        r.register(
-            "refused_connections",
-            "Client connections refused because --max-connections was reached",
-            m.refused_connections.clone(),
-        );
-        m
+        Self {
+            registry,
+            requests,
+            latency,
+            open_sessions,
+            upstream_errors,
+            auth_failures,
+            jwks_refreshes,
+            tls_handshake_failures,
+            open_connections,
+        }
     }
 
-    /// An authentication failure, by a fixed reason (see `AuthError::reason`).
-    pub fn auth_failure(&self, reason: &'static str) {
+    /// The Prometheus text exposition of all metrics.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Counts a refused credential (`reason` is a fixed, low-cardinality name).
+    pub fn auth_failure(&self, reason: &str) {
         self.auth_failures
-            .get_or_create(&ReasonLabels {
-                reason: reason.into(),
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
             })
             .inc();
     }
 
-    /// A JWKS fetch; `result` is `ok` or `error`.
-    pub fn jwks_refresh(&self, result: &'static str) {
+    /// Counts one periodic JWKS refresh.
+    pub fn jwks_refresh(&self, ok: bool) {
+        let outcome = if ok { "success" } else { "failure" };
         self.jwks_refreshes
-            .get_or_create(&ReasonLabels {
-                reason: result.into(),
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.into(),
             })
             .inc();
     }
 
-    /// A failed or timed-out TLS handshake.
-    pub fn tls_handshake_failure(&self) {
+    /// Counts a failed or timed-out TLS handshake.
+    pub fn tls_handshake_failed(&self) {
         self.tls_handshake_failures.inc();
     }
 
-    /// A connection was refused at the connection limit.
-    pub fn connection_refused(&self) {
-        self.refused_connections.inc();
-    }
-
-    /// Counts a connection as open until the returned guard is dropped.
-    pub fn connection_opened(&self) -> ConnectionGuard {
+    /// Marks a connection open until the returned guard is dropped.
+    pub fn connection(&self) -> ConnectionGuard {
         self.open_connections.inc();
         ConnectionGuard(self.open_connections.clone())
     }
 }
 
 /// Decrements the open-connections gauge when dropped.
-#[derive(Debug)]
 pub struct ConnectionGuard(Gauge);
 
 impl Drop for ConnectionGuard {
@@ -205,37 +173,23 @@ impl Drop for ConnectionGuard {
     }
 }
 
-fn bounded_verb(verb: &str) -> String {
-    if KNOWN_VERBS.contains(&verb) {
-        verb.to_string()
-    } else {
-        "other".to_string()
-    }
-}
-
-fn kind_name(kind: SessionKind) -> &'static str {
-    match kind {
-        SessionKind::Exec => "exec",
-        SessionKind::Attach => "attach",
-        SessionKind::PortForward => "port_forward",
-    }
-}
-
 impl AuditSink for Metrics {
     fn emit(&self, event: &AuditEvent) {
         match event {
             AuditEvent::ApiRequest(e) => {
-                let verb = bounded_verb(&e.verb);
+                let verb = if e.verb.is_empty() {
+                    "unknown"
+                } else {
+                    &e.verb
+                };
                 self.requests
                     .get_or_create(&RequestLabels {
-                        verb: verb.clone(),
-                        decision: e.decision.as_str().into(),
-                        code: e.status_code,
+                        verb: verb.to_string(),
+                        decision: e.decision.as_str().to_string(),
+                        code: e.status_code.to_string(),
                     })
                     .inc();
-                self.request_latency
-                    .get_or_create(&VerbLabels { verb })
-                    .observe(e.latency_ms / 1000.0);
+                self.latency.observe(e.latency_ms / 1000.0);
                 if e.session_id.is_some() && e.status_code == 101 {
                     self.open_sessions.inc();
                 }
@@ -243,24 +197,11 @@ impl AuditSink for Metrics {
                     self.upstream_errors.inc();
                 }
             }
-            AuditEvent::SessionEnd(e) => {
+            AuditEvent::SessionEnd(_) => {
                 self.open_sessions.dec();
-                self.sessions
-                    .get_or_create(&KindLabels {
-                        kind: kind_name(e.kind).into(),
-                    })
-                    .inc();
             }
         }
     }
-}
-
-/// The registry in the Prometheus text exposition format.
-pub fn encode(registry: &Registry) -> String {
-    let mut out = String::new();
-    // Writing into a String cannot fail.
-    let _ = prometheus_client::encoding::text::encode(&mut out, registry);
-    out
 }
 
 #[cfg(test)]
@@ -268,80 +209,51 @@ mod tests {
     use super::*;
     use gatehouse_common::audit::{ApiRequestEvent, Decision, SessionEndEvent};
 
-    fn request(verb: &str, code: u16, answered_by: AnsweredBy) -> AuditEvent {
+    fn request(verb: &str, code: u16, by: AnsweredBy, session: bool) -> AuditEvent {
         AuditEvent::ApiRequest(ApiRequestEvent {
             verb: verb.into(),
             status_code: code,
             decision: Decision::Allow,
-            answered_by,
-            latency_ms: 0.4,
+            answered_by: by,
+            latency_ms: 0.3,
+            session_id: session.then(|| "s1".to_string()),
             ..ApiRequestEvent::default()
         })
     }
 
     #[test]
     fn events_become_counts() {
-        let mut registry = Registry::default();
-        let m = Metrics::register(&mut registry);
-        m.emit(&request("list", 200, AnsweredBy::Upstream));
-        m.emit(&request("list", 200, AnsweredBy::Upstream));
-        m.emit(&request("BREW", 405, AnsweredBy::Upstream));
-        m.emit(&request("get", 503, AnsweredBy::Agent));
-        let text = encode(&registry);
-        assert!(
-            text.contains(
-                r#"gatehouse_agent_requests_total{verb="list",decision="allow",code="200"} 2"#
-            ),
-            "{text}"
-        );
-        assert!(text.contains(r#"verb="other""#), "{text}");
-        assert!(!text.contains("BREW"), "{text}");
-        assert!(
-            text.contains("gatehouse_agent_upstream_errors_total 1"),
-            "{text}"
-        );
-        // 0.4 ms lands in the 0.5 ms bucket, not the 0.25 ms one.
-        assert!(
-            text.contains(
-                r#"gatehouse_agent_request_latency_seconds_bucket{le="0.00025",verb="list"} 0"#
-            ) || text.contains(
-                r#"gatehouse_agent_request_latency_seconds_bucket{verb="list",le="0.00025"} 0"#
-            ),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn sessions_open_and_close() {
-        let mut registry = Registry::default();
-        let m = Metrics::register(&mut registry);
-        let open = AuditEvent::ApiRequest(ApiRequestEvent {
-            verb: "get".into(),
-            status_code: 101,
-            session_id: Some("s1".into()),
-            ..ApiRequestEvent::default()
-        });
-        m.emit(&open);
-        assert!(encode(&registry).contains("gatehouse_agent_open_sessions 1"));
-        m.emit(&AuditEvent::SessionEnd(SessionEndEvent {
-            session_id: "s1".into(),
-            ..SessionEndEvent::default()
-        }));
-        let text = encode(&registry);
+        let m = Metrics::new();
+        m.emit(&request("get", 200, AnsweredBy::Upstream, false));
+        m.emit(&request("get", 200, AnsweredBy::Upstream, false));
+        m.emit(&request("list", 503, AnsweredBy::Agent, false));
+        m.emit(&request("create", 101, AnsweredBy::Upstream, true));
+        m.auth_failure("expired");
+        m.jwks_refresh(true);
+        m.tls_handshake_failed();
+        let conn = m.connection();
+        let text = m.render();
+        for line in [
+            "gatehouse_agent_requests_total{verb=\"get\",decision=\"allow\",code=\"200\"} 2",
+            "gatehouse_agent_requests_total{verb=\"list\",decision=\"allow\",code=\"503\"} 1",
+            "gatehouse_agent_upstream_errors_total 1",
+            "gatehouse_agent_open_sessions 1",
+            "gatehouse_agent_auth_failures_total{reason=\"expired\"} 1",
+            "gatehouse_agent_jwks_refreshes_total{outcome=\"success\"} 1",
+            "gatehouse_agent_tls_handshake_failures_total 1",
+            "gatehouse_agent_open_connections 1",
+            "gatehouse_agent_request_duration_seconds_bucket{le=\"0.00025\"} 0",
+            "gatehouse_agent_request_duration_seconds_bucket{le=\"0.0005\"} 4",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        drop(conn);
+        m.emit(&AuditEvent::SessionEnd(SessionEndEvent::default()));
+        let text = m.render();
         assert!(text.contains("gatehouse_agent_open_sessions 0"), "{text}");
         assert!(
-            text.contains(r#"gatehouse_agent_sessions_total{kind="exec"} 1"#),
+            text.contains("gatehouse_agent_open_connections 0"),
             "{text}"
         );
-    }
-
-    #[test]
-    fn connection_guard_counts_down() {
-        let mut registry = Registry::default();
-        let m = Metrics::register(&mut registry);
-        let guard = m.connection_opened();
-        assert!(encode(&registry).contains("gatehouse_agent_open_connections 1"));
-        drop(guard);
-        assert!(encode(&registry).contains("gatehouse_agent_open_connections 0"));
     }
 }

@@ -1,77 +1,156 @@
-//! The operations listener (plain HTTP, keep it off the public network): `/healthz`
-//! (process up), `/readyz` (the API server answers the agent's credential and the OIDC keys
-//! are loaded), and Prometheus `/metrics`.
-//!
-//! `/readyz` answers in the API server's own style (`[+]check ok` / `[-]check failed:
-//! reason`), so an SRE reading a failing probe sees which dependency is down. The upstream
-//! probe result is reused for a few seconds, so a tight probe loop is not a load on the
-//! API server.
+//! The operations listener (plain HTTP, loopback by default): `/healthz` (process up),
+//! `/readyz` (API server reachable with the agent's credential, signing keys loaded, and
+//! any extra checks such as "policy loaded" registered later) and `/metrics` (Prometheus).
 
 use crate::authenticate::jwks::KeyStore;
-use crate::forward::Forwarder;
-use crate::{Body, full_body};
-use http::{HeaderValue, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use prometheus_client::registry::Registry;
+use crate::config::UpstreamConfig;
+use crate::forward::credential::TokenFile;
+use crate::metrics::Metrics;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::{Empty, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
-/// What `/readyz` checks.
-pub struct Readiness {
-    keys: Arc<KeyStore>,
-    upstream: Forwarder,
-    cache_for: Duration,
-    last_probe: Mutex<Option<(Instant, Result<(), String>)>>,
+/// How long a readiness probe result is reused, so scrapes don't hammer the API server.
+const PROBE_CACHE: Duration = Duration::from_secs(2);
+/// Limit for one probe of the API server.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// An extra readiness condition (e.g. "policy loaded"); `Err` names what is missing.
+pub type ReadyCheck =
+    Box<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+
+type ProbeClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
+/// Probes the API server's `/readyz` with the agent's own credential.
+pub struct UpstreamProbe {
+    url: String,
+    token: Option<TokenFile>,
+    client: ProbeClient,
+    last: Mutex<Option<(Instant, Result<(), String>)>>,
 }
 
-impl Readiness {
-    /// Checks `upstream` (probe reused for `cache_for`) and that `keys` were loaded.
-    pub fn new(keys: Arc<KeyStore>, upstream: Forwarder, cache_for: Duration) -> Self {
-        Self {
-            keys,
-            upstream,
-            cache_for,
-            last_probe: Mutex::new(None),
+impl UpstreamProbe {
+    /// A probe for `config` (same CA and token file as the forwarder).
+    pub fn new(config: &UpstreamConfig) -> Result<Self, crate::tls::TlsError> {
+        let tls = crate::tls::client_config(config.ca_file.as_deref())?;
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(config.connect_timeout));
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        Ok(Self {
+            url: config.url.trim_end_matches('/').to_string(),
+            token: config.token_file.clone().map(TokenFile::new),
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            last: Mutex::new(None),
+        })
+    }
+
+    /// `Ok` when the API server answered `/readyz` with 2xx (cached for a moment).
+    pub async fn check(&self) -> Result<(), String> {
+        let mut last = self.last.lock().await;
+        if let Some((at, result)) = &*last
+            && at.elapsed() < PROBE_CACHE
+        {
+            return result.clone();
+        }
+        let result = self.probe().await;
+        *last = Some((Instant::now(), result.clone()));
+        result
+    }
+
+    async fn probe(&self) -> Result<(), String> {
+        let mut req = Request::get(format!("{}/readyz", self.url));
+        if let Some(token) = &self.token {
+            let token = token.token().map_err(|e| e.to_string())?;
+            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let req = req.body(Empty::new()).map_err(|e| e.to_string())?;
+        match tokio::time::timeout(PROBE_TIMEOUT, self.client.request(req)).await {
+            Err(_) => Err("API server did not answer in time".into()),
+            Ok(Err(err)) => Err(format!(
+                "API server unreachable: {}",
+                crate::authenticate::jwks::error_chain(&err)
+            )),
+            Ok(Ok(resp)) if resp.status().is_success() => Ok(()),
+            Ok(Ok(resp)) => Err(format!("API server /readyz answered {}", resp.status())),
         }
     }
+}
 
-    /// Each check by name with its result.
-    pub async fn check(&self) -> Vec<(&'static str, Result<(), String>)> {
-        let upstream = {
-            let mut last = self.last_probe.lock().await;
-            match last.as_ref() {
-                Some((at, result)) if at.elapsed() < self.cache_for => result.clone(),
-                _ => {
-                    let result = self.upstream.probe().await;
-                    *last = Some((Instant::now(), result.clone()));
-                    result
-                }
+/// What the operations endpoints look at.
+pub struct Ops {
+    /// Rendered at `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Checked by `/readyz`.
+    pub upstream: UpstreamProbe,
+    /// Must have loaded keys once for `/readyz`.
+    pub keys: Arc<KeyStore>,
+    /// Further readiness conditions (hook for "policy loaded").
+    pub extra: Vec<ReadyCheck>,
+}
+
+impl Ops {
+    async fn readiness(&self) -> Result<(), String> {
+        self.upstream.check().await?;
+        if !self.keys.loaded().await {
+            return Err("OIDC signing keys not loaded yet".into());
+        }
+        for check in &self.extra {
+            check().await?;
+        }
+        Ok(())
+    }
+
+    async fn handle(&self, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+        let text = |code: StatusCode, body: String| {
+            let mut resp = Response::new(Full::new(Bytes::from(body)));
+            *resp.status_mut() = code;
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            resp
+        };
+        match req.uri().path() {
+            "/healthz" | "/livez" => text(StatusCode::OK, "ok\n".into()),
+            "/readyz" => match self.readiness().await {
+                Ok(()) => text(StatusCode::OK, "ok\n".into()),
+                Err(why) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: {why}\n"),
+                ),
+            },
+            "/metrics" => {
+                let mut resp = text(StatusCode::OK, self.metrics.render());
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    http::HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                resp
             }
-        };
-        let keys = if self.keys.is_loaded().await {
-            Ok(())
-        } else {
-            Err("the OIDC issuer's signing keys have not been fetched yet".to_string())
-        };
-        vec![("upstream", upstream), ("oidc-keys", keys)]
+            _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
+        }
     }
 }
 
-/// Shared state of the ops listener.
-pub struct Ops {
-    /// The metrics registry `/metrics` renders.
-    pub registry: Registry,
-    /// `/readyz` checks.
-    pub readiness: Readiness,
-}
-
-/// Serves `ops` on `listener` until `shutdown` resolves.
+/// Serves the operations endpoints on `listener` until `shutdown` resolves.
 pub async fn serve(listener: TcpListener, ops: Arc<Ops>, shutdown: impl Future<Output = ()>) {
-    tracing::info!(listen = ?listener.local_addr().ok(), "ops listener (healthz, readyz, metrics) up");
+    tracing::info!(listen = ?listener.local_addr().ok(), "operations endpoints listening");
     tokio::pin!(shutdown);
     loop {
         let tcp = tokio::select! {
@@ -83,67 +162,21 @@ pub async fn serve(listener: TcpListener, ops: Arc<Ops>, shutdown: impl Future<O
                     continue;
                 }
             },
-            () = &mut shutdown => return,
+            () = &mut shutdown => break,
         };
         let ops = ops.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let ops = ops.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(&ops, req).await) }
+                async move { Ok::<_, std::convert::Infallible>(ops.handle(req).await) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(5))
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(tcp), service);
+            if let Err(err) = conn.await {
+                tracing::debug!(error = %err, "ops connection ended with an error");
+            }
         });
     }
-}
-
-async fn route(ops: &Ops, req: Request<Incoming>) -> Response<Body> {
-    match req.uri().path() {
-        "/healthz" | "/livez" => text(StatusCode::OK, "ok\n".into()),
-        "/readyz" => {
-            let checks = ops.readiness.check().await;
-            let ready = checks.iter().all(|(_, r)| r.is_ok());
-            let mut out = String::new();
-            for (name, result) in &checks {
-                match result {
-                    Ok(()) => out.push_str(&format!("[+]{name} ok\n")),
-                    Err(why) => out.push_str(&format!("[-]{name} failed: {why}\n")),
-                }
-            }
-            if ready {
-                out.push_str("readyz check passed\n");
-                text(StatusCode::OK, out)
-            } else {
-                out.push_str("readyz check failed\n");
-                text(StatusCode::SERVICE_UNAVAILABLE, out)
-            }
-        }
-        "/metrics" => {
-            let mut resp = text(StatusCode::OK, crate::metrics::encode(&ops.registry));
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
-            );
-            resp
-        }
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "not found: the ops listener serves /healthz, /readyz and /metrics\n".into(),
-        ),
-    }
-}
-
-fn text(code: StatusCode, body: String) -> Response<Body> {
-    let mut resp = Response::new(full_body(body));
-    *resp.status_mut() = code;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp
 }

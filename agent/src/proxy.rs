@@ -56,7 +56,7 @@ impl Proxy {
         //    answered to an unknown caller.
         let identity = self
             .authenticator
-            .authenticate(req.headers())
+            .authenticate_request(&req)
             .await
             .map_err(|e| ProxyError::Unauthenticated(e.to_string()))?;
         ctx.identity = Some(identity.clone());

@@ -1,20 +1,21 @@
-//! The TLS listener: rustls with ALPN h2 + http/1.1, hyper's auto server with upgrades,
-//! limits against slow and hostile clients, a connection cap, and graceful shutdown with a
-//! drain deadline. [`run`] is what `main` calls; it also starts the ops listener.
+//! The TLS listener: rustls with ALPN h2 + http/1.1 (hot-reloaded certificate, optional
+//! client certificates), hyper's auto server with upgrades and the limits of
+//! [`crate::config::ListenerLimits`], and graceful shutdown with a drain deadline.
+//! [`run`] is what `main` calls.
 
-use crate::authenticate::Authenticator;
+use crate::authenticate::client_cert::identity_from_cert;
 use crate::authenticate::jwks::KeyStore;
+use crate::authenticate::{Authenticator, ClientCertIdentity};
 use crate::config::{AgentConfig, ConfigError};
 use crate::forward::{ForwardError, Forwarder};
 use crate::metrics::Metrics;
-use crate::ops::{Ops, Readiness};
+use crate::ops::{Ops, UpstreamProbe};
 use crate::proxy::Proxy;
 use crate::tls::TlsError;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use prometheus_client::registry::Registry;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,114 +33,102 @@ pub enum ServerError {
     /// The upstream client could not be built.
     #[error("setting up the upstream client")]
     Forward(#[from] ForwardError),
-    /// The ops listener could not bind.
-    #[error("binding the ops listener on {addr}")]
-    OpsBind {
-        /// The address.
-        addr: std::net::SocketAddr,
-        /// Underlying error.
-        #[source]
-        source: std::io::Error,
-    },
 }
 
-/// The agent's parts, built from its configuration.
-pub struct Agent {
-    /// The request path.
-    pub proxy: Proxy,
-    /// The issuer's key store, shared with the periodic refresh and `/readyz`.
-    pub keys: Arc<KeyStore>,
-    /// Metric handles.
-    pub metrics: Metrics,
-    /// The registry `/metrics` renders.
-    pub registry: Registry,
-    /// A separate upstream client for readiness probes (its own pool, so a probe never
-    /// queues behind user traffic).
-    pub probe: Forwarder,
+/// Builds the request path from `config`.
+pub fn build_proxy(config: &AgentConfig) -> Result<Proxy, ServerError> {
+    Ok(build_parts(config, Arc::new(Metrics::new()))?.0)
 }
 
-/// Builds the agent's parts from `config`.
-pub fn build(config: &AgentConfig) -> Result<Agent, ServerError> {
+/// The request path plus the key store it shares with the JWKS refresh and `/readyz`.
+fn build_parts(
+    config: &AgentConfig,
+    metrics: Arc<Metrics>,
+) -> Result<(Proxy, Arc<KeyStore>), ServerError> {
     config.validate()?;
-    let mut registry = Registry::default();
-    let metrics = Metrics::register(&mut registry);
     let oidc_tls = crate::tls::client_config(config.oidc.ca_file.as_deref())?;
-    let keys = Arc::new(
-        KeyStore::remote(
-            &config.oidc.issuer_url,
-            oidc_tls,
-            config.oidc.jwks_min_refresh,
-        )
-        .with_metrics(metrics.clone()),
-    );
-    let authenticator = Authenticator::with_shared_keys(config.oidc.clone(), keys.clone())
-        .with_metrics(metrics.clone());
+    let keys = Arc::new(KeyStore::remote(
+        &config.oidc.issuer_url,
+        oidc_tls,
+        config.oidc.jwks_min_refresh,
+    ));
+    let authenticator =
+        Authenticator::with_shared_keys(config.oidc.clone(), keys.clone()).with_metrics(metrics);
     let forwarder = Forwarder::new(&config.upstream)?;
-    let probe = Forwarder::new(&config.upstream)?;
-    Ok(Agent {
-        proxy: Proxy::new(authenticator, forwarder),
-        keys,
-        metrics,
-        registry,
-        probe,
-    })
+    Ok((Proxy::new(authenticator, forwarder), keys))
 }
 
 /// Serves kubectl on `listener` until `shutdown` resolves, then drains in-flight
-/// requests for up to `config.drain_timeout`. Also runs the ops listener and the periodic
-/// refresh of the issuer's keys.
+/// requests for up to `config.drain_timeout`. Also runs the periodic JWKS refresh and the
+/// operations listener (`config.ops_listen`).
 pub async fn run(
     listener: TcpListener,
     config: AgentConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    let agent = build(&config)?;
-    let tls = crate::tls::server_config(&config.tls_cert_file, &config.tls_key_file)?;
-    tracing::info!(upstream = %config.upstream.url, issuer = %config.oidc.issuer_url, "gatehouse agent configured");
-    let ops_listener = match config.ops_listen {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| ServerError::OpsBind { addr, source })?,
-        ),
+    let metrics = Arc::new(Metrics::new());
+    let (proxy, keys) = build_parts(&config, metrics.clone())?;
+    let proxy = Arc::new(proxy);
+    let tls = crate::tls::listener_config(
+        &config.tls_cert_file,
+        &config.tls_key_file,
+        config.client_ca_file.as_deref(),
+    )?;
+    let hook_metrics = metrics.clone();
+    keys.set_refresh_hook(Box::new(move |ok| hook_metrics.jwks_refresh(ok)))
+        .await;
+    let refresher = tokio::spawn(
+        keys.clone()
+            .refresh_every(config.oidc.jwks_refresh_interval),
+    );
+    let ops = match config.ops_listen {
+        Some(addr) => Some(start_ops(addr, &config, metrics.clone(), keys).await?),
         None => None,
     };
-    tokio::spawn(refresh_keys_periodically(
-        agent.keys.clone(),
-        config.jwks_refresh_interval,
-    ));
-    if let Some(ops_listener) = ops_listener {
-        let ops = Arc::new(Ops {
-            registry: agent.registry,
-            readiness: Readiness::new(agent.keys.clone(), agent.probe, config.readiness_cache),
-        });
-        // The ops listener stays up while requests drain, so probes see the agent until it exits.
-        tokio::spawn(crate::ops::serve(ops_listener, ops, std::future::pending()));
-    }
-    serve_with(
+    tracing::info!(upstream = %config.upstream.url, issuer = %config.oidc.issuer_url, "gatehouse agent configured");
+    serve_with_metrics(
         listener,
-        Arc::new(agent.proxy),
+        proxy,
         Arc::new(tls),
         &config,
-        agent.metrics,
+        Some(metrics),
         shutdown,
     )
     .await;
+    refresher.abort();
+    if let Some(ops) = ops {
+        ops.abort();
+    }
     Ok(())
 }
 
-/// Fetches the keys at start-up (so `/readyz` and the first request don't wait) and then
-/// every `interval`; failures keep the last good keys and are logged by the store.
-async fn refresh_keys_periodically(keys: Arc<KeyStore>, interval: Duration) {
-    loop {
-        if let Ok(count) = keys.refresh().await {
-            tracing::debug!(keys = count, "refreshed OIDC signing keys");
+/// Binds and spawns the operations listener. A taken port is logged, not fatal: kubectl
+/// traffic matters more, and a failing readiness probe makes the problem visible anyway.
+async fn start_ops(
+    addr: std::net::SocketAddr,
+    config: &AgentConfig,
+    metrics: Arc<Metrics>,
+    keys: Arc<KeyStore>,
+) -> Result<tokio::task::JoinHandle<()>, ServerError> {
+    let upstream = UpstreamProbe::new(&config.upstream)?;
+    let ops = Arc::new(Ops {
+        metrics,
+        upstream,
+        keys,
+        extra: Vec::new(),
+    });
+    Ok(tokio::spawn(async move {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => crate::ops::serve(listener, ops, std::future::pending()).await,
+            Err(err) => {
+                tracing::error!(listen = %addr, error = %err, "cannot bind the operations listener");
+            }
         }
-        tokio::time::sleep(interval).await;
-    }
+    }))
 }
 
-/// [`serve_with`] with metrics that are not exported (tests).
+/// The accept loop behind [`run`], with the request path and TLS settings supplied
+/// (tests build a [`Proxy`] with fixed keys). Uses the timeouts and limits of `config`.
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,
@@ -147,17 +136,16 @@ pub async fn serve(
     config: &AgentConfig,
     shutdown: impl Future<Output = ()>,
 ) {
-    serve_with(listener, proxy, tls, config, Metrics::default(), shutdown).await;
+    serve_with_metrics(listener, proxy, tls, config, None, shutdown).await;
 }
 
-/// The accept loop behind [`run`], with the request path and TLS settings supplied
-/// (tests build a [`Proxy`] with fixed keys). Uses the timeouts and limits of `config`.
-pub async fn serve_with(
+/// [`serve`], counting handshake failures and open connections in `metrics`.
+pub async fn serve_with_metrics(
     listener: TcpListener,
     proxy: Arc<Proxy>,
     tls: Arc<rustls::ServerConfig>,
     config: &AgentConfig,
-    metrics: Metrics,
+    metrics: Option<Arc<Metrics>>,
     shutdown: impl Future<Output = ()>,
 ) {
     let tls = tokio_rustls::TlsAcceptor::from(tls);
@@ -167,16 +155,17 @@ pub async fn serve_with(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        // hyper refuses buffers under 8 KiB; the head must fit this buffer or gets 431.
+        // hyper refuses buffers under 8 KiB; a head over the limit is answered with 431.
         .max_buf_size(limits.max_header_bytes.max(8192))
         .max_headers(limits.max_headers);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(30)))
         .max_header_list_size(limits.h2_max_header_list_size)
-        .max_concurrent_streams(limits.h2_max_concurrent_streams);
-    let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .keep_alive_interval(Some(limits.keep_alive_interval))
+        .keep_alive_timeout(limits.keep_alive_interval);
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let local = listener.local_addr().ok();
     tracing::info!(listen = ?local, "gatehouse agent listening");
@@ -194,10 +183,9 @@ pub async fn serve_with(
             },
             () = &mut shutdown => break,
         };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            // Closing at once is cheaper than a TLS handshake to say no.
-            metrics.connection_refused();
-            tracing::warn!(peer = %peer, max = limits.max_connections, "connection limit reached; closing new connection");
+        // Over the connection cap: close at once rather than queue (fail fast, bounded memory).
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(peer = %peer, max = limits.max_connections, "connection limit reached; refusing connection");
             drop(tcp);
             continue;
         };
@@ -207,23 +195,32 @@ pub async fn serve_with(
         let handshake_timeout = config.tls_handshake_timeout;
         let metrics = metrics.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            let _open = metrics.connection_opened();
+            let _slot = slot;
+            let _open = metrics.as_ref().map(|m| m.connection());
+            let failed = || {
+                if let Some(m) = &metrics {
+                    m.tls_handshake_failed();
+                }
+            };
             let stream = match tokio::time::timeout(handshake_timeout, tls.accept(tcp)).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(err)) => {
-                    metrics.tls_handshake_failure();
                     tracing::debug!(peer = %peer, error = %err, "TLS handshake failed");
+                    failed();
                     return;
                 }
                 Err(_) => {
-                    metrics.tls_handshake_failure();
                     tracing::debug!(peer = %peer, "TLS handshake timed out");
+                    failed();
                     return;
                 }
             };
-            let service = service_fn(move |req| {
+            let cert_identity = client_cert_identity(&stream, peer);
+            let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                 let proxy = proxy.clone();
+                if let Some(identity) = &cert_identity {
+                    req.extensions_mut().insert(identity.clone());
+                }
                 async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer).await) }
             });
             let conn = builder
@@ -250,4 +247,21 @@ pub async fn serve_with(
     // Upgraded sessions (exec, attach, port-forward) live outside the connection watcher.
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
     proxy.sessions().drain(left).await;
+}
+
+/// The identity of the client certificate rustls verified on this connection, if any.
+/// A verified certificate without a usable subject is logged and ignored (the request then
+/// needs a bearer token), never a way in.
+fn client_cert_identity(
+    stream: &tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    peer: std::net::SocketAddr,
+) -> Option<ClientCertIdentity> {
+    let leaf = stream.get_ref().1.peer_certificates()?.first()?;
+    match identity_from_cert(leaf) {
+        Ok(identity) => Some(ClientCertIdentity(Arc::new(identity))),
+        Err(err) => {
+            tracing::warn!(peer = %peer, error = %err, "ignoring client certificate");
+            None
+        }
+    }
 }

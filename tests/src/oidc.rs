@@ -78,6 +78,9 @@ struct Signer {
     key: EncodingKey,
     jwk: Value,
     users: HashMap<String, DevUser>,
+    // --- key rotation (task C) ---
+    /// After [`OidcIssuer::rotate_signing_key`]: the key that signs and is published now.
+    rotated: std::sync::RwLock<Option<SigningKey>>,
 }
 
 impl Signer {
@@ -104,6 +107,12 @@ impl Signer {
 
     fn sign(&self, claims: &Value) -> Result<String, OidcError> {
         let mut header = Header::new(Algorithm::ES256);
+        if let Ok(rotated) = self.rotated.read()
+            && let Some(current) = rotated.as_ref()
+        {
+            header.kid = Some(current.kid.clone());
+            return Ok(jsonwebtoken::encode(&header, claims, &current.key)?);
+        }
         header.kid = Some(self.kid.clone());
         Ok(jsonwebtoken::encode(&header, claims, &self.key)?)
     }
@@ -154,6 +163,7 @@ impl OidcIssuer {
             kid,
             key: EncodingKey::from_ec_der(&pair.serialize_der()),
             users: users.into_iter().map(|u| (u.name.clone(), u)).collect(),
+            rotated: std::sync::RwLock::new(None),
         });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(serve(
@@ -213,6 +223,54 @@ impl OidcIssuer {
 impl Drop for OidcIssuer {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
+    }
+}
+
+// --- key rotation (task C) ---
+
+/// A signing key with its `kid` and public JWK.
+struct SigningKey {
+    kid: String,
+    key: EncodingKey,
+    jwk: Value,
+}
+
+/// A fresh P-256 key; `kid` is a thumbprint prefix of the public key.
+fn new_signing_key() -> Result<SigningKey, OidcError> {
+    let pair = rcgen::KeyPair::generate()?;
+    let raw = pair.public_key_raw();
+    let (x, y) = (
+        URL_SAFE_NO_PAD.encode(raw.get(1..33).unwrap_or_default()),
+        URL_SAFE_NO_PAD.encode(raw.get(33..65).unwrap_or_default()),
+    );
+    let kid = URL_SAFE_NO_PAD.encode(&Sha256::digest(raw)[..12]);
+    Ok(SigningKey {
+        jwk: json!({"kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256",
+                    "kid": kid, "x": x, "y": y}),
+        kid,
+        key: EncodingKey::from_ec_der(&pair.serialize_der()),
+    })
+}
+
+impl Signer {
+    fn current_jwk(&self) -> Value {
+        match self.rotated.read() {
+            Ok(rotated) => rotated.as_ref().map_or(self.jwk.clone(), |k| k.jwk.clone()),
+            Err(_) => self.jwk.clone(),
+        }
+    }
+}
+
+impl OidcIssuer {
+    /// Rotates like an IdP does: a new key (new `kid`) signs from now on and the JWKS
+    /// publishes only it, so the old key is retired. Returns the new `kid`.
+    pub fn rotate_signing_key(&self) -> Result<String, OidcError> {
+        let key = new_signing_key()?;
+        let kid = key.kid.clone();
+        if let Ok(mut rotated) = self.signer.rotated.write() {
+            *rotated = Some(key);
+        }
+        Ok(kid)
     }
 }
 
@@ -296,7 +354,9 @@ async fn route(signer: &Signer, req: Request<Incoming>) -> Resp {
                 "claims_supported": ["sub", "email", "email_verified", "preferred_username", "groups"],
             }),
         ),
-        (Method::GET, "/jwks") => json_resp(StatusCode::OK, &json!({"keys": [signer.jwk]})),
+        (Method::GET, "/jwks") => {
+            json_resp(StatusCode::OK, &json!({"keys": [signer.current_jwk()]}))
+        }
         (Method::GET, "/dev/token") => {
             let user = query_param(req.uri().query(), "user").unwrap_or_default();
             match signer.dev_token(&user) {

@@ -127,8 +127,11 @@ pub struct KeyStore {
     min_refresh: Duration,
     state: RwLock<State>,
     refresh: Mutex<()>,
-    metrics: Option<crate::metrics::Metrics>,
+    on_refresh: RwLock<Option<RefreshHook>>,
 }
+
+/// Told about the outcome of each periodic JWKS refresh.
+pub type RefreshHook = Box<dyn Fn(bool) + Send + Sync>;
 
 impl KeyStore {
     /// A store that never fetches.
@@ -164,34 +167,8 @@ impl KeyStore {
                 fetched_at,
             }),
             refresh: Mutex::new(()),
-            metrics: None,
+            on_refresh: RwLock::new(None),
         }
-    }
-
-    /// Counts every fetch in `metrics` (`gatehouse_agent_jwks_refreshes_total`).
-    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
-        self.metrics = Some(metrics);
-        self
-    }
-
-    /// Whether a key set has been loaded at least once (readiness).
-    pub async fn is_loaded(&self) -> bool {
-        self.state.read().await.fetched_at.is_some()
-    }
-
-    /// Refetches the key set now (the periodic refresh, and start-up). On failure the last
-    /// good keys stay in use: an IdP outage must not lock everyone out at once.
-    pub async fn refresh(&self) -> Result<usize, JwksError> {
-        if matches!(self.source, Source::Static) {
-            return Ok(self.state.read().await.keys.len());
-        }
-        let _guard = self.refresh.lock().await;
-        let fresh = self.fetch().await?;
-        let count = fresh.len();
-        let mut state = self.state.write().await;
-        state.keys = Arc::new(fresh);
-        state.fetched_at = Some(Instant::now());
-        Ok(count)
     }
 
     /// Keys that may have signed a token with this `kid` and `alg`. An unknown `kid`
@@ -228,18 +205,50 @@ impl KeyStore {
         Ok(found)
     }
 
-    async fn fetch(&self) -> Result<Vec<VerifyKey>, JwksError> {
-        let result = self.fetch_once().await;
-        if let Some(metrics) = &self.metrics {
-            metrics.jwks_refresh(if result.is_ok() { "ok" } else { "error" });
-        }
-        if let Err(err) = &result {
-            tracing::warn!(error = %err, "fetching OIDC signing keys failed; keeping the last good keys");
-        }
-        result
+    /// Whether keys were loaded at least once (always true for a fixed store).
+    pub async fn loaded(&self) -> bool {
+        matches!(self.source, Source::Static) || self.state.read().await.fetched_at.is_some()
     }
 
-    async fn fetch_once(&self) -> Result<Vec<VerifyKey>, JwksError> {
+    /// Fetches the key set now and replaces the cached one; on failure the last good keys
+    /// stay in use (an IdP outage must not lock everyone out of tokens already issued).
+    pub async fn refresh_now(&self) -> Result<usize, JwksError> {
+        if matches!(self.source, Source::Static) {
+            return Ok(self.state.read().await.keys.len());
+        }
+        let _guard = self.refresh.lock().await;
+        let fresh = self.fetch().await?;
+        let count = fresh.len();
+        let mut state = self.state.write().await;
+        state.keys = Arc::new(fresh);
+        state.fetched_at = Some(Instant::now());
+        Ok(count)
+    }
+
+    /// Refreshes every `interval` (first fetch right away, so readiness turns green
+    /// without waiting for a token), forever; spawn it. Picks up keys an IdP publishes
+    /// before it signs with them, and retires keys it withdrew.
+    pub async fn refresh_every(self: Arc<Self>, interval: Duration) {
+        let mut ticker = tokio::time::interval(interval.max(Duration::from_secs(1)));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let outcome = self.refresh_now().await;
+            if let Some(hook) = &*self.on_refresh.read().await {
+                hook(outcome.is_ok());
+            }
+            if let Err(err) = outcome {
+                tracing::warn!(error = %err, "periodic JWKS refresh failed; keeping the last good keys");
+            }
+        }
+    }
+
+    /// Registers a callback told about each periodic refresh (`true` = success); metrics use it.
+    pub async fn set_refresh_hook(&self, hook: RefreshHook) {
+        *self.on_refresh.write().await = Some(hook);
+    }
+
+    async fn fetch(&self) -> Result<Vec<VerifyKey>, JwksError> {
         let Source::Remote { issuer, client } = &self.source else {
             return Ok(Vec::new());
         };

@@ -7,7 +7,10 @@
 //! digest until they expire; tokens themselves are never logged or stored.
 
 pub mod cache;
+pub mod client_cert;
 pub mod jwks;
+
+pub use client_cert::ClientCertIdentity;
 
 use crate::config::OidcConfig;
 use base64::Engine;
@@ -80,7 +83,7 @@ pub enum AuthError {
 }
 
 impl AuthError {
-    /// A fixed, low-cardinality name for metrics labels.
+    /// A fixed, low-cardinality name for metrics.
     pub fn reason(&self) -> &'static str {
         match self {
             Self::MissingToken => "missing_token",
@@ -119,7 +122,7 @@ pub struct Authenticator {
     config: OidcConfig,
     keys: Arc<KeyStore>,
     cache: cache::TokenCache,
-    metrics: Option<crate::metrics::Metrics>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Authenticator {
@@ -128,7 +131,7 @@ impl Authenticator {
         Self::with_shared_keys(config, Arc::new(keys))
     }
 
-    /// An authenticator whose key store is shared (with the periodic refresh and readiness).
+    /// An authenticator sharing `keys` with e.g. the periodic refresh and readiness check.
     pub fn with_shared_keys(config: OidcConfig, keys: Arc<KeyStore>) -> Self {
         let cache = cache::TokenCache::new(config.token_cache_max);
         Self {
@@ -139,18 +142,27 @@ impl Authenticator {
         }
     }
 
-    /// Counts refusals by reason in `metrics` (`gatehouse_agent_auth_failures_total`).
-    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+    /// Counts failures of [`Self::authenticate_request`] by reason in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
         self.metrics = Some(metrics);
         self
     }
 
     /// Authenticates a request from its headers.
     pub async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Arc<Identity>> {
-        let result = match bearer_token(headers) {
-            Some(token) => self.verify(token).await,
-            None => Err(AuthError::MissingToken),
-        };
+        let token = bearer_token(headers).ok_or(AuthError::MissingToken)?;
+        self.verify(token).await
+    }
+
+    /// Authenticates a request: a bearer token wins (as at the API server); without one, a
+    /// verified client certificate ([`ClientCertIdentity`] in the extensions) is used.
+    pub async fn authenticate_request<B>(&self, req: &http::Request<B>) -> Result<Arc<Identity>> {
+        if bearer_token(req.headers()).is_none()
+            && let Some(ClientCertIdentity(identity)) = req.extensions().get::<ClientCertIdentity>()
+        {
+            return Ok(identity.clone());
+        }
+        let result = self.authenticate(req.headers()).await;
         if let (Err(err), Some(metrics)) = (&result, &self.metrics) {
             metrics.auth_failure(err.reason());
         }

@@ -153,40 +153,6 @@ impl Forwarder {
         ))
     }
 
-    /// Readiness probe: `GET /readyz` on the API server with the agent's own credential
-    /// (no impersonation). `Err` says why the API server is not usable.
-    pub async fn probe(&self) -> Result<(), String> {
-        let uri = self
-            .upstream_uri(&Uri::from_static("/readyz"))
-            .map_err(|e| e.to_string())?;
-        let mut req = Request::get(uri);
-        if let Some(file) = &self.token {
-            let token = file.token().map_err(|e| error_chain(&e))?;
-            req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
-        }
-        let req = req
-            .body(crate::full_body(bytes::Bytes::new()))
-            .map_err(|e| e.to_string())?;
-        let resp =
-            tokio::time::timeout(std::time::Duration::from_secs(5), self.client.request(req))
-                .await
-                .map_err(|_| format!("{} did not answer within 5s", self.base_url))?
-                .map_err(|e| format!("{}: {}", self.base_url, upstream_reason(&e)))?;
-        match resp.status() {
-            s if s.is_success() => Ok(()),
-            s @ (http::StatusCode::UNAUTHORIZED | http::StatusCode::FORBIDDEN) => Err(format!(
-                "{} refuses the agent's own credential (HTTP {})",
-                self.base_url,
-                s.as_u16()
-            )),
-            s => Err(format!(
-                "{} answered /readyz with HTTP {}",
-                self.base_url,
-                s.as_u16()
-            )),
-        }
-    }
-
     fn upstream_uri(&self, client_uri: &Uri) -> Result<Uri, ProxyError> {
         let path_and_query = client_uri
             .path_and_query()

@@ -190,6 +190,9 @@ pub struct Stack {
     pub collector: ChildProcess,
     /// `gatehouse-agent`.
     pub agent: ChildProcess,
+    /// The agent's ops listener (`/healthz`, `/readyz`, `/metrics`), unless the caller set
+    /// `--ops-listen` itself.
+    pub ops_addr: Option<SocketAddr>,
     dir: PathBuf,
     ca_path: PathBuf,
 }
@@ -252,6 +255,18 @@ impl Stack {
             format!("--oidc-client-id={}", issuer.client_id()),
             "--drain-timeout=2s".into(),
         ];
+        // Parallel stacks must not fight over the default ops port: each gets its own,
+        // unless the caller chose one.
+        let mut ops_addr = None;
+        if !options
+            .agent_args
+            .iter()
+            .any(|a| a.starts_with("--ops-listen"))
+        {
+            let addr = free_loopback_addr()?;
+            args.push(format!("--ops-listen={addr}"));
+            ops_addr = Some(addr);
+        }
         args.extend(options.agent_args.iter().cloned());
         let mut agent = ChildProcess::spawn(
             "gatehouse-agent",
@@ -270,6 +285,7 @@ impl Stack {
             issuer,
             collector,
             agent,
+            ops_addr,
             dir,
             ca_path,
         })
