@@ -132,10 +132,17 @@ async fn watches(url: &str, ca: &PathBuf, token: &str, count: usize) -> anyhow::
         });
     }
     let mut bodies = Vec::with_capacity(count);
+    let mut failures = Vec::new();
     while let Some(joined) = opened.join_next().await {
-        bodies.push(joined??);
+        match joined? {
+            Ok(body) => bodies.push(body),
+            Err(error) => failures.push(error.to_string()),
+        }
     }
-    println!("open {}", bodies.len());
+    // Report how many opened rather than giving up: the memory figure is still useful.
+    failures.sort();
+    failures.dedup();
+    println!("open {} of {count}; errors: {failures:?}", bodies.len());
     // Drain every stream so the agent never blocks on a full socket while we hold them.
     let mut drains = tokio::task::JoinSet::new();
     for mut body in bodies {
