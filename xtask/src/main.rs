@@ -9,7 +9,9 @@
 //!   when this machine can run them).
 //! - [`dev`]: builds everything and runs the `dev-stack` binary.
 //! - [`util`]: paths every task agrees on, and running commands visibly.
+//! - [`bench`]: `bench proxy`, latency/CPU/memory of the agent vs direct vs nginx.
 
+mod bench;
 mod dev;
 mod ebpf;
 mod lint;
@@ -81,6 +83,22 @@ enum Command {
         #[arg(last = true, value_name = "DEV_STACK_ARGS")]
         args: Vec<String>,
     },
+    /// Benchmarks (not part of `test`; they report, they never fail the build).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Open-loop latency, CPU and memory of the agent vs the emulator direct vs nginx.
+    ///
+    /// Builds the release binaries, starts emulator + OIDC issuer + agent (release) and
+    /// Debian's nginx (installed with apt if missing) on 127.0.0.1, drives GET
+    /// /api/v1/namespaces/dev/pods with oha (installed with cargo into the tools dir if
+    /// missing) and prints p50/p99/p99.9, added latency, agent CPU per request, max rate
+    /// and peak RSS with 500 watches, with the targets. JSON goes to
+    /// <target>/bench/proxy-<unix-seconds>.json. Quick run: `--duration 5`.
+    Proxy(bench::ProxyOptions),
 }
 
 fn main() -> ExitCode {
@@ -111,6 +129,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             nextest_args,
         } => test::run(&paths, skip_lint, &nextest_args)?,
         Command::Dev { args } => return dev::run(&paths, &args),
+        Command::Bench(BenchCommand::Proxy(options)) => bench::proxy(&paths, &options)?,
     }
     Ok(ExitCode::SUCCESS)
 }
