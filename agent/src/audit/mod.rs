@@ -5,6 +5,7 @@
 //! context. For streams, `duration_ms` is the time until the response headers were sent;
 //! upgraded sessions log their own end with the same `request_id`.
 
+pub mod body;
 pub mod event;
 pub mod jsonl;
 pub mod sink;
