@@ -44,6 +44,11 @@ pub struct AgentConfig {
     pub upstream: UpstreamConfig,
     /// How bearer tokens are verified.
     pub oidc: OidcConfig,
+    // --- audit (task A) ---
+    /// Cluster and node stamped on every audit event.
+    pub site: crate::audit::event::Site,
+    /// `--audit-log`: JSON-lines file, `-` for stdout, `None` for the tracing target only.
+    pub audit_log: Option<String>,
 }
 
 /// The Kubernetes API server the agent forwards to.
@@ -94,6 +99,8 @@ impl Default for AgentConfig {
             drain_timeout: Duration::from_secs(20),
             upstream: UpstreamConfig::default(),
             oidc: OidcConfig::default(),
+            site: crate::audit::event::Site::default(),
+            audit_log: None,
         }
     }
 }

@@ -25,6 +25,9 @@ pub enum ServerError {
     /// TLS material could not be loaded.
     #[error("loading TLS material")]
     Tls(#[from] TlsError),
+    /// The audit log could not be opened.
+    #[error("opening the audit log {0:?}")]
+    AuditLog(String, #[source] std::io::Error),
     /// The upstream client could not be built.
     #[error("setting up the upstream client")]
     Forward(#[from] ForwardError),
@@ -41,7 +44,21 @@ pub fn build_proxy(config: &AgentConfig) -> Result<Proxy, ServerError> {
     );
     let authenticator = Authenticator::new(config.oidc.clone(), keys);
     let forwarder = Forwarder::new(&config.upstream)?;
-    Ok(Proxy::new(authenticator, forwarder))
+    // Audit: always the tracing target, plus the JSON-lines file when asked for.
+    let mut sink =
+        crate::audit::sink::FanOut::new().with(Arc::new(crate::audit::sink::TracingSink));
+    if let Some(arg) = &config.audit_log {
+        let target = crate::audit::jsonl::Target::parse(arg);
+        let (jsonl, _writer) = crate::audit::jsonl::JsonLinesSink::start(target)
+            .map_err(|e| ServerError::AuditLog(arg.clone(), e))?;
+        sink = sink.with(Arc::new(jsonl));
+    }
+    Ok(Proxy::new(
+        authenticator,
+        forwarder,
+        Arc::new(sink),
+        config.site.clone(),
+    ))
 }
 
 /// Serves kubectl on `listener` until `shutdown` resolves, then drains in-flight

@@ -200,6 +200,8 @@ async fn start(upstream: SocketAddr) -> Result<Harness, Box<dyn std::error::Erro
     let proxy = Proxy::new(
         Authenticator::new(config.oidc.clone(), keys),
         Forwarder::new(&config.upstream)?,
+        std::sync::Arc::new(gatehouse_agent::audit::sink::FanOut::new()),
+        gatehouse_agent::audit::event::Site::default(),
     );
 
     let cert_key = rcgen::KeyPair::generate()?;

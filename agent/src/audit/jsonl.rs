@@ -42,16 +42,17 @@ pub struct JsonLinesSink {
 impl JsonLinesSink {
     /// Opens `target` and starts the writer task; the task ends (flushing) once the sink
     /// and every clone of it are dropped.
-    pub async fn start(target: Target) -> std::io::Result<(Self, tokio::task::JoinHandle<()>)> {
+    /// Must be called inside a Tokio runtime; opening is synchronous so that startup
+    /// fails at once on a bad path.
+    pub fn start(target: Target) -> std::io::Result<(Self, tokio::task::JoinHandle<()>)> {
         let writer: Box<dyn AsyncWrite + Send + Unpin> = match &target {
             Target::Stdout => Box::new(tokio::io::stdout()),
-            Target::File(path) => Box::new(
-                tokio::fs::OpenOptions::new()
+            Target::File(path) => Box::new(tokio::fs::File::from_std(
+                std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
-                    .open(path)
-                    .await?,
-            ),
+                    .open(path)?,
+            )),
         };
         Ok(Self::with_writer(writer))
     }
@@ -145,7 +146,7 @@ mod tests {
     async fn writes_one_line_per_event_to_a_file() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("audit.jsonl");
-        let (sink, task) = JsonLinesSink::start(Target::File(path.clone())).await?;
+        let (sink, task) = JsonLinesSink::start(Target::File(path.clone()))?;
         for id in ["a", "b", "c"] {
             sink.emit(&event(id));
         }
