@@ -149,6 +149,18 @@ pub struct Args {
     /// Log format.
     #[arg(long, value_enum, env = "GATEHOUSE_LOG_FORMAT", default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    // --- audit (task A) ---
+    /// Cluster name stamped on every audit event.
+    #[arg(long, env = "GATEHOUSE_CLUSTER_NAME", default_value = "")]
+    pub cluster_name: String,
+    /// Node name stamped on every audit event (default: this host's name).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Write audit events as JSON lines to FILE (`-` = stdout); without it they go only to
+    /// the `gatehouse::audit` log target.
+    #[arg(long, env = "GATEHOUSE_AUDIT_LOG", value_name = "FILE")]
+    pub audit_log: Option<String>,
 }
 
 impl Args {
@@ -187,6 +199,9 @@ impl Args {
             keep_alive_interval: self.keep_alive_interval,
             max_connections: self.max_connections,
         };
+        config.site.cluster = self.cluster_name;
+        config.site.node = self.node_name.unwrap_or_else(hostname);
+        config.audit_log = self.audit_log;
         config
     }
 }
@@ -219,6 +234,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "invalid duration unit in {s:?} (use ms, s, m or h)"
         )),
     }
+}
+
+/// This host's name, for `--node-name`'s default.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -52,6 +52,11 @@ pub struct AgentConfig {
     // --- operations endpoints (task C) ---
     /// Plain-HTTP listener for `/healthz`, `/readyz`, `/metrics`; `None` = off.
     pub ops_listen: Option<SocketAddr>,
+    // --- audit (task A) ---
+    /// Cluster and node stamped on every audit event.
+    pub site: crate::audit::event::Site,
+    /// `--audit-log`: JSON-lines file, `-` for stdout, `None` for the tracing target only.
+    pub audit_log: Option<String>,
 }
 
 /// Limits of the kubectl listener, so that one client cannot exhaust the agent.
@@ -141,6 +146,8 @@ impl Default for AgentConfig {
             client_ca_file: None,
             limits: ListenerLimits::default(),
             ops_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
+            site: crate::audit::event::Site::default(),
+            audit_log: None,
         }
     }
 }

@@ -2,25 +2,42 @@
 
 use crate::Body;
 use crate::audit::RequestContext;
+use crate::audit::body::AuditedBody;
+use crate::audit::event::{self, Outcome, Site};
+use crate::audit::sink::AuditSink;
 use crate::authenticate::Authenticator;
 use crate::classify;
+use crate::forward::session::SessionStart;
 use crate::forward::{Forwarder, headers};
 use crate::status::ProxyError;
+use gatehouse_common::audit::AnsweredBy;
 use http::{Request, Response};
+use http_body_util::BodyExt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// Everything a request needs, shared by all connections.
 pub struct Proxy {
     authenticator: Authenticator,
     forwarder: Forwarder,
+    sink: Arc<dyn AuditSink>,
+    site: Site,
 }
 
 impl Proxy {
-    /// A proxy from its two stateful parts.
-    pub fn new(authenticator: Authenticator, forwarder: Forwarder) -> Self {
+    /// A proxy from its stateful parts, the audit sink (usually a `FanOut`) and the
+    /// cluster/node names stamped on events.
+    pub fn new(
+        authenticator: Authenticator,
+        forwarder: Forwarder,
+        sink: Arc<dyn AuditSink>,
+        site: Site,
+    ) -> Self {
         Self {
             authenticator,
             forwarder,
+            sink,
+            site,
         }
     }
 
@@ -29,22 +46,31 @@ impl Proxy {
         self.forwarder.sessions()
     }
 
-    /// Serves one request end to end and writes its audit line.
+    /// Serves one request end to end; its audit event is emitted when the response body
+    /// ends or is dropped.
     pub async fn handle(
         &self,
         req: Request<hyper::body::Incoming>,
         peer: SocketAddr,
     ) -> Response<Body> {
         let mut ctx = RequestContext::new(&req, peer);
-        let resp = match self.phases(req, &mut ctx).await {
-            Ok(resp) => resp,
+        let (resp, answered_by) = match self.phases(req, &mut ctx).await {
+            Ok(resp) => (resp, AnsweredBy::Upstream),
             Err(err) => {
                 ctx.error = Some(err.to_string());
-                err.into_response()
+                (err.into_response(), AnsweredBy::Agent)
             }
         };
-        ctx.finish(resp.status());
-        resp
+        let out = Outcome {
+            status_code: resp.status().as_u16(),
+            answered_by,
+            latency_ms: ctx.started.elapsed().as_secs_f64() * 1000.0,
+            ..Outcome::default()
+        };
+        let audit_event = event::api_request_event(&ctx, &self.site, out);
+        let (parts, body) = resp.into_parts();
+        let body = AuditedBody::new(body, audit_event, out, self.sink.clone(), ctx.started);
+        Response::from_parts(parts, body.boxed())
     }
 
     async fn phases(
@@ -58,19 +84,29 @@ impl Proxy {
             .authenticator
             .authenticate_request(&req)
             .await
-            .map_err(|e| ProxyError::Unauthenticated(e.to_string()))?;
+            .map_err(|e| {
+                ctx.denied_by = Some("authentication");
+                ProxyError::Unauthenticated(e.to_string())
+            })?;
         ctx.identity = Some(identity.clone());
 
         // 2. classify before any decision, refusing paths with two readings so that no
         //    spelling can dodge a rule added later.
-        let info = classify::classify(req.method(), req.uri().path(), req.uri().query())
-            .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+        let info =
+            classify::classify(req.method(), req.uri().path(), req.uri().query()).map_err(|e| {
+                ctx.denied_by = Some("classification");
+                ProxyError::BadRequest(e.to_string())
+            })?;
         ctx.info = Some(info);
+        if event::session_kind(ctx).is_some() {
+            ctx.session_id = Some(uuid::Uuid::new_v4().to_string());
+        }
 
         // 3. authorize (placeholder until the policy engine): the user may act only as
         //    themselves, so client-sent impersonation (`kubectl --as`) is refused here,
         //    rather than silently stripped, so the user knows why.
         if let Some(header) = headers::client_impersonation(req.headers()) {
+            ctx.denied_by = Some("impersonation");
             return Err(ProxyError::Forbidden(format!(
                 "user \"{}\" cannot impersonate through gatehouse (header {header}); \
                  requests already reach the cluster as you",
@@ -79,9 +115,15 @@ impl Proxy {
         }
 
         // 4. forward last, as the agent's credential impersonating the verified identity.
+        // Exec, attach and port-forward: the relay finishes this template as the one
+        // SessionEnd event of the session.
+        let session = event::session_template(ctx, &self.site).map(|template| SessionStart {
+            template,
+            sink: self.sink.clone(),
+            tap: None,
+        });
         self.forwarder
-            // B1: `None` until the request path builds the session template (helper A).
-            .forward(req, &identity, &ctx.request_id, None)
+            .forward(req, &identity, &ctx.request_id, session)
             .await
     }
 }

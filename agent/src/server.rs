@@ -30,6 +30,9 @@ pub enum ServerError {
     /// TLS material could not be loaded.
     #[error("loading TLS material")]
     Tls(#[from] TlsError),
+    /// The audit log could not be opened.
+    #[error("opening the audit log {0:?}")]
+    AuditLog(String, #[source] std::io::Error),
     /// The upstream client could not be built.
     #[error("setting up the upstream client")]
     Forward(#[from] ForwardError),
@@ -52,10 +55,27 @@ fn build_parts(
         oidc_tls,
         config.oidc.jwks_min_refresh,
     ));
-    let authenticator =
-        Authenticator::with_shared_keys(config.oidc.clone(), keys.clone()).with_metrics(metrics);
+    let authenticator = Authenticator::with_shared_keys(config.oidc.clone(), keys.clone())
+        .with_metrics(metrics.clone());
     let forwarder = Forwarder::new(&config.upstream)?;
-    Ok((Proxy::new(authenticator, forwarder), keys))
+    // Audit: always the tracing target, plus the JSON-lines file when asked for.
+    // Metrics are fed by the same events, so the two can never disagree.
+    let mut sink = crate::audit::sink::FanOut::new()
+        .with(Arc::new(crate::audit::sink::TracingSink))
+        .with(metrics);
+    if let Some(arg) = &config.audit_log {
+        let target = crate::audit::jsonl::Target::parse(arg);
+        let (jsonl, _writer) = crate::audit::jsonl::JsonLinesSink::start(target)
+            .map_err(|e| ServerError::AuditLog(arg.clone(), e))?;
+        sink = sink.with(Arc::new(jsonl));
+    }
+    let proxy = Proxy::new(
+        authenticator,
+        forwarder,
+        Arc::new(sink),
+        config.site.clone(),
+    );
+    Ok((proxy, keys))
 }
 
 /// Serves kubectl on `listener` until `shutdown` resolves, then drains in-flight

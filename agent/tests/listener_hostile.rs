@@ -143,6 +143,8 @@ async fn start(tune: impl FnOnce(&mut AgentConfig, &Path)) -> Result<Agent, BoxE
     let proxy = Proxy::new(
         Authenticator::new(config.oidc.clone(), keys),
         Forwarder::new(&config.upstream)?,
+        std::sync::Arc::new(gatehouse_agent::audit::sink::FanOut::new()),
+        gatehouse_agent::audit::event::Site::default(),
     );
     let tls = gatehouse_agent::tls::listener_config(
         &config.tls_cert_file,

@@ -30,6 +30,44 @@ struct Harness {
     client_tls: Arc<rustls::ClientConfig>,
     signing: jsonwebtoken::EncodingKey,
     stop: Option<oneshot::Sender<()>>,
+    /// Audit events the proxy emitted.
+    events: Arc<Collect>,
+}
+
+/// An audit sink that keeps every request event.
+#[derive(Default)]
+struct Collect(std::sync::Mutex<Vec<gatehouse_common::audit::ApiRequestEvent>>);
+
+impl gatehouse_agent::audit::sink::AuditSink for Collect {
+    fn emit(&self, event: &gatehouse_common::audit::AuditEvent) {
+        if let (gatehouse_common::audit::AuditEvent::ApiRequest(e), Ok(mut seen)) =
+            (event, self.0.lock())
+        {
+            seen.push(e.clone());
+        }
+    }
+}
+
+impl Collect {
+    fn for_path(&self, path: &str) -> Vec<gatehouse_common::audit::ApiRequestEvent> {
+        self.0
+            .lock()
+            .map(|s| s.iter().filter(|e| e.path == path).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Waits (bounded) until `path` has an event: the agent's side of a body may end a
+    /// moment after the client's.
+    async fn wait_for(&self, path: &str) -> Vec<gatehouse_common::audit::ApiRequestEvent> {
+        for _ in 0..100 {
+            let found = self.for_path(path);
+            if !found.is_empty() {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Vec::new()
+    }
 }
 
 impl Drop for Harness {
@@ -190,6 +228,7 @@ async fn start(upstream: SocketAddr) -> Result<Harness, Box<dyn std::error::Erro
     }))?;
     let keys = KeyStore::fixed(VerifyKey::from_jwk(&jwk).into_iter().collect());
 
+    let events = Arc::new(Collect::default());
     let mut config = AgentConfig::default();
     config.oidc.issuer_url = ISSUER.into();
     config.upstream.url = format!("http://{upstream}");
@@ -200,6 +239,8 @@ async fn start(upstream: SocketAddr) -> Result<Harness, Box<dyn std::error::Erro
     let proxy = Proxy::new(
         Authenticator::new(config.oidc.clone(), keys),
         Forwarder::new(&config.upstream)?,
+        events.clone(),
+        gatehouse_agent::audit::event::Site::default(),
     );
 
     let cert_key = rcgen::KeyPair::generate()?;
@@ -232,6 +273,7 @@ async fn start(upstream: SocketAddr) -> Result<Harness, Box<dyn std::error::Erro
         client_tls: Arc::new(client_tls),
         signing: jsonwebtoken::EncodingKey::from_ec_der(&pair.serialize_der()),
         stop: Some(stop),
+        events,
     })
 }
 
@@ -315,6 +357,30 @@ async fn errors_are_kubernetes_statuses() -> TestResult {
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{path}");
         assert_eq!(json_body(resp).await?["reason"], "BadRequest");
     }
+    let denied = h.events.wait_for("/api/v1/echo").await;
+    assert_eq!(denied.len(), 1, "one event per request");
+    assert_eq!(
+        (
+            denied[0].decided_by.as_str(),
+            denied[0].status_code,
+            denied[0].user.as_str()
+        ),
+        ("authentication", 401, "")
+    );
+    let bad = h.events.wait_for("/api/v1//secrets").await;
+    assert_eq!(
+        (
+            bad[0].decided_by.as_str(),
+            bad[0].status_code,
+            bad[0].user.as_str()
+        ),
+        ("classification", 400, "alice")
+    );
+    let all = serde_json::to_string(&*h.events.0.lock().map_err(|_| "poisoned")?)?;
+    assert!(
+        !all.contains(&token),
+        "the bearer token must never reach an event"
+    );
 
     // An upstream that is gone: a port that was free a moment ago.
     let dead = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
@@ -352,11 +418,26 @@ async fn streams_are_relayed_without_buffering() -> TestResult {
         .into_data()
         .map_err(|_| "not data")?;
     assert_eq!(&first[..], b"one\n");
+    assert!(
+        h.events.for_path("/api/v1/stream").is_empty(),
+        "a stream's event is written only when it ends"
+    );
     let _ = release_tx.send(());
     let rest = tokio::time::timeout(Duration::from_secs(5), body.collect())
         .await??
         .to_bytes();
     assert_eq!(&rest[..], b"two\n");
+    let ended = h.events.wait_for("/api/v1/stream").await;
+    assert_eq!(ended.len(), 1, "exactly one event for the stream");
+    assert_eq!(
+        (
+            ended[0].verb.as_str(),
+            ended[0].status_code,
+            ended[0].bytes_out
+        ),
+        ("list", 200, 8)
+    );
+    assert_eq!(ended[0].decided_by, "builtin:no-policy-yet");
     Ok(())
 }
 

@@ -5,6 +5,9 @@
 //! context. For streams, `duration_ms` is the time until the response headers were sent;
 //! upgraded sessions log their own end with the same `request_id`.
 
+pub mod body;
+pub mod event;
+pub mod jsonl;
 pub mod sink;
 
 use crate::authenticate::Identity;
@@ -34,6 +37,17 @@ pub struct RequestContext {
     pub info: Option<RequestInfo>,
     /// Why the agent answered itself, if it did.
     pub error: Option<String>,
+    // --- audit events (task A) ---
+    /// Wall-clock arrival time, for the event.
+    pub time: chrono::DateTime<chrono::Utc>,
+    /// Path without the query.
+    pub uri_path: String,
+    /// Raw query string (empty when none).
+    pub query: String,
+    /// The built-in check that refused the request (`authentication`, ...), if one did.
+    pub denied_by: Option<&'static str>,
+    /// Session id of an exec/attach/portforward request.
+    pub session_id: Option<String>,
 }
 
 impl RequestContext {
@@ -58,6 +72,11 @@ impl RequestContext {
             identity: None,
             info: None,
             error: None,
+            time: chrono::Utc::now(),
+            uri_path: req.uri().path().to_string(),
+            query: req.uri().query().unwrap_or_default().to_string(),
+            denied_by: None,
+            session_id: None,
         }
     }
 

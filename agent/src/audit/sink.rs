@@ -40,6 +40,19 @@ impl AuditSink for FanOut {
     }
 }
 
+/// Writes each event as one JSON line to the `gatehouse::audit` tracing target (the
+/// default when no `--audit-log` is given).
+pub struct TracingSink;
+
+impl AuditSink for TracingSink {
+    fn emit(&self, event: &AuditEvent) {
+        match serde_json::to_string(event) {
+            Ok(json) => tracing::info!(target: "gatehouse::audit", event = %json, "audit"),
+            Err(err) => tracing::warn!(error = %err, "audit event not serialisable"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
