@@ -40,6 +40,38 @@ enum Command {
     Token(IssuerArgs),
     /// Delete the cached tokens for an issuer and client id.
     Logout(IssuerArgs),
+    /// Add a cluster (agent URL + CA), an exec user running `gatehouse token`, and a
+    /// context to a kubeconfig, keeping its other entries; switches to that context.
+    ///
+    /// The merge is done by `kubectl config` (set with --kubectl / GATEHOUSE_KUBECTL).
+    Kubeconfig(KubeconfigArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct KubeconfigArgs {
+    #[command(flatten)]
+    issuer: IssuerArgs,
+    /// Agent URL, e.g. https://127.0.0.1:8443.
+    #[arg(long, env = "GATEHOUSE_AGENT_URL")]
+    server: String,
+    /// CA bundle (PEM) for the agent's serving certificate; embedded in the kubeconfig.
+    #[arg(long)]
+    ca_file: std::path::PathBuf,
+    /// Kubeconfig to write or merge into (default: $KUBECONFIG's first entry, else ~/.kube/config).
+    #[arg(long)]
+    kubeconfig: Option<std::path::PathBuf>,
+    /// Name of the cluster, user and context entries.
+    #[arg(long, default_value = "gatehouse")]
+    context_name: String,
+    /// Default namespace of the context.
+    #[arg(long)]
+    namespace: Option<String>,
+    /// exec credential apiVersion: v1 (kubectl >= 1.22) or v1beta1 (older kubectl).
+    #[arg(long, default_value = "v1", value_parser = ["v1", "v1beta1"])]
+    exec_api_version: String,
+    /// kubectl binary used to edit the kubeconfig.
+    #[arg(long, env = "GATEHOUSE_KUBECTL", default_value = "kubectl")]
+    kubectl: std::path::PathBuf,
 }
 
 /// Which issuer + client the tokens belong to.
@@ -70,6 +102,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Logout(a) => logout(&a),
+        Command::Kubeconfig(a) => kubeconfig(&a),
     }
 }
 
@@ -106,6 +139,43 @@ fn token(a: &IssuerArgs) -> anyhow::Result<()> {
         "{}",
         exec_credential::render(info.api_version, &t.id_token, t.expires_at)
     );
+    Ok(())
+}
+
+fn kubeconfig(a: &KubeconfigArgs) -> anyhow::Result<()> {
+    use gatehouse_collector::cli::kubeconfig::{KubeconfigEntry, kubectl_commands};
+    let ca_file = std::fs::canonicalize(&a.ca_file)
+        .with_context(|| format!("--ca-file {}", a.ca_file.display()))?;
+    let gatehouse_bin = std::env::current_exe().context("cannot find this binary's path")?;
+    let entry = KubeconfigEntry {
+        server: a.server.clone(),
+        ca_file,
+        issuer_url: a.issuer.issuer_url.clone(),
+        client_id: a.issuer.client_id.clone(),
+        context_name: a.context_name.clone(),
+        namespace: a.namespace.clone(),
+        exec_api_version: format!("client.authentication.k8s.io/{}", a.exec_api_version),
+        gatehouse_bin,
+    };
+    for args in kubectl_commands(&entry) {
+        let mut cmd = std::process::Command::new(&a.kubectl);
+        if let Some(k) = &a.kubeconfig {
+            cmd.arg("--kubeconfig").arg(k);
+        }
+        let out = cmd
+            .args(&args)
+            .output()
+            .with_context(|| format!("cannot run {}", a.kubectl.display()))?;
+        if !out.status.success() {
+            bail!(
+                "{} {}: {}",
+                a.kubectl.display(),
+                args.get(1).map(|s| s.to_string_lossy()).unwrap_or_default(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+    }
+    eprintln!("kubeconfig: context {} -> {}", a.context_name, a.server);
     Ok(())
 }
 
