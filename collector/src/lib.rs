@@ -6,6 +6,7 @@
 //! versions; until then every other path answers 404.
 //!
 //! # Layout
+//! - [`cli`]: library parts of the `gatehouse` user CLI (token cache, exec credential).
 //! - [`config`]: [`config::CollectorConfig`] with defaults.
 //! - [`metrics`]: the collector's metric families, registered under `gatehouse_collector`.
 //! - [`server`]: the HTTP listener, routes and graceful shutdown; [`server::run`].
@@ -13,6 +14,7 @@
 //! - [`telemetry`]: tracing subscriber setup (`--log-format json|text`).
 #![deny(missing_docs)]
 
+pub mod cli;
 pub mod config;
 pub mod metrics;
 pub mod server;
