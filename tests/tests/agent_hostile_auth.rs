@@ -177,3 +177,85 @@ async fn audit_file_has_one_event_per_request_and_watches_end_late() -> anyhow::
     stack.shutdown().await;
     Ok(())
 }
+
+/// Sends hand-written HTTP/1.1 bytes over TLS (so no client library normalises the path)
+/// and returns the status code and body.
+async fn raw_request(stack: &Stack, path: &str, token: &str) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(stack.ca_cert_path())?;
+    for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(&pem) {
+        roots.add(cert?)?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let addr = stack
+        .agent_url()
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .to_string();
+    let tcp = tokio::net::TcpStream::connect(&addr).await?;
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1")?;
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await?;
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    tls.write_all(req.as_bytes()).await?;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut buf)).await?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    Ok((code, body))
+}
+
+#[tokio::test]
+async fn ambiguous_paths_get_400_and_never_reach_the_cluster() -> anyhow::Result<()> {
+    let (_dir, stack, _audit) = stack_with_audit_log().await?;
+    let token = stack
+        .issuer
+        .mint("alice", &["engineers"], Duration::from_secs(300))?;
+    for path in [
+        "/api/v1/namespaces/dev/pods/../../secrets",
+        "/api/v1/namespaces/dev/./pods",
+        "/api/v1//namespaces/prod/secrets",
+        "/api/v1/namespaces/prod%2fsecrets",
+        "/api/v1/namespaces/%2e%2e/secrets",
+        "/api/v1/namespaces/prod%252fsecrets",
+        "/api/v1/namespaces/prod%00",
+        "/api/v1/namespaces/prod%5csecrets",
+        "/api/v1/namespaces/pr%0aod",
+    ] {
+        let (code, body) = raw_request(&stack, path, &token).await?;
+        assert_eq!(code, 400, "{path}: {body}");
+        let status: serde_json::Value = serde_json::from_str(&body)?;
+        assert_eq!(status["reason"], "BadRequest", "{path}: {body}");
+        assert!(
+            status["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("ambiguous request path"),
+            "{path}: {body}"
+        );
+    }
+    assert!(
+        stack.emulator.request_log().is_empty(),
+        "no ambiguous path may reach the cluster"
+    );
+    stack.shutdown().await;
+    Ok(())
+}
