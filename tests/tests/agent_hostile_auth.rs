@@ -259,3 +259,19 @@ async fn ambiguous_paths_get_400_and_never_reach_the_cluster() -> anyhow::Result
     stack.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_64_kib_token_gets_a_clear_401() -> anyhow::Result<()> {
+    let (_dir, stack, _audit) = stack_with_audit_log().await?;
+    let huge = "a".repeat(64 * 1024);
+    let (code, body) = raw_request(&stack, "/api/v1/namespaces/dev/pods", &huge).await?;
+    assert_eq!(code, 401, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(status["reason"], "Unauthorized", "{body}");
+    assert!(stack.emulator.request_log().is_empty());
+    // The agent is still serving afterwards.
+    let kubectl = Kubectl::v1_32(&stack.kubeconfig_for("alice")?)?;
+    kubectl.run(&["get", "pods", "-n", "dev"]).await?.ok()?;
+    stack.shutdown().await;
+    Ok(())
+}
