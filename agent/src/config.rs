@@ -82,9 +82,10 @@ impl Default for ListenerLimits {
     fn default() -> Self {
         Self {
             header_read_timeout: Duration::from_secs(10),
-            max_header_bytes: 64 * 1024,
+            // Above the 16 KiB token limit: an oversized token gets a 401 Status, not a 431.
+            max_header_bytes: 256 * 1024,
             max_headers: 100,
-            h2_max_header_list_size: 64 * 1024,
+            h2_max_header_list_size: 256 * 1024,
             h2_max_concurrent_streams: 250,
             keep_alive_interval: Duration::from_secs(30),
             max_connections: 4096,
