@@ -124,6 +124,7 @@ fn env_file(stack: &Stack, kubeconfig: &Path) -> String {
         "# Gatehouse dev stack — source this file: . target/dev/env\n\
          export GATEHOUSE_AGENT_URL={agent}\n\
          export GATEHOUSE_COLLECTOR_URL={collector}\n\
+         export GATEHOUSE_AGENT_OPS_URL={ops}\n\
          export KUBE_EMULATOR_URL={emulator}\n\
          export GATEHOUSE_OIDC_ISSUER_URL={issuer}\n\
          export GATEHOUSE_DEV_CA={ca}\n\
@@ -134,6 +135,10 @@ fn env_file(stack: &Stack, kubeconfig: &Path) -> String {
          #   curl -s --cacert {ca} -d grant_type=password -d username=alice -d password={DEV_PASSWORD} {issuer}/token\n",
         agent = stack.agent_url(),
         collector = stack.collector_url(),
+        ops = stack
+            .ops_addr
+            .map(|addr| format!("http://{addr}"))
+            .unwrap_or_default(),
         emulator = stack.emulator.url(),
         kubeconfig = kubeconfig.display(),
     )
