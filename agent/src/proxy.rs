@@ -4,6 +4,7 @@ use crate::Body;
 use crate::audit::RequestContext;
 use crate::audit::body::AuditedBody;
 use crate::audit::event::{self, Outcome, Site};
+use crate::audit::request_body::CountedRequestBody;
 use crate::audit::sink::AuditSink;
 use crate::authenticate::Authenticator;
 use crate::classify;
@@ -15,6 +16,7 @@ use http::{Request, Response};
 use http_body_util::BodyExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 /// Everything a request needs, shared by all connections.
 pub struct Proxy {
@@ -54,6 +56,8 @@ impl Proxy {
         peer: SocketAddr,
     ) -> Response<Body> {
         let mut ctx = RequestContext::new(&req, peer);
+        let bytes_in = Arc::new(AtomicU64::new(0));
+        let req = req.map(|body| CountedRequestBody::new(body, bytes_in.clone()).boxed());
         let (resp, answered_by) = match self.phases(req, &mut ctx).await {
             Ok(resp) => (resp, AnsweredBy::Upstream),
             Err(err) => {
@@ -69,13 +73,14 @@ impl Proxy {
         };
         let audit_event = event::api_request_event(&ctx, &self.site, out);
         let (parts, body) = resp.into_parts();
-        let body = AuditedBody::new(body, audit_event, out, self.sink.clone(), ctx.started);
+        let body = AuditedBody::new(body, audit_event, out, self.sink.clone(), ctx.started)
+            .with_request_bytes(bytes_in);
         Response::from_parts(parts, body.boxed())
     }
 
     async fn phases(
         &self,
-        req: Request<hyper::body::Incoming>,
+        req: Request<Body>,
         ctx: &mut RequestContext,
     ) -> Result<Response<Body>, ProxyError> {
         // 1. authenticate first: nothing about the cluster, not even a path error, is

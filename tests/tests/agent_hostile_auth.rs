@@ -174,6 +174,33 @@ async fn audit_file_has_one_event_per_request_and_watches_end_late() -> anyhow::
             if e.verb == "watch" && e.duration_ms >= e.latency_ms)),
         "{evs:#?}"
     );
+    // bytes_in counts the request body kubectl sent; a GET sends none.
+    assert_eq!(list.bytes_in, 0, "{list:?}");
+    let before = evs.len();
+    kubectl
+        .run(&[
+            "create",
+            "configmap",
+            "audit-bytes",
+            "-n",
+            "dev",
+            "--from-literal=greeting=hello",
+        ])
+        .await?
+        .ok()?;
+    let evs = wait_for_events(&audit, before + 1).await?;
+    let create = evs
+        .iter()
+        .find_map(|ev| match ev {
+            AuditEvent::ApiRequest(e) if e.verb == "create" && e.resource == "configmaps" => {
+                Some(e)
+            }
+            _ => None,
+        })
+        .ok_or_else(|| anyhow::anyhow!("no configmap create event: {evs:#?}"))?;
+    assert_eq!(create.status_code, 201, "{create:?}");
+    // The JSON (or protobuf) body holds at least the name and the data.
+    assert!(create.bytes_in > "audit-bytes".len() as u64, "{create:?}");
     stack.shutdown().await;
     Ok(())
 }

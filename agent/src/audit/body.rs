@@ -23,6 +23,7 @@ struct Pending {
 pub struct AuditedBody {
     inner: Body,
     bytes_out: u64,
+    bytes_in: Option<Arc<std::sync::atomic::AtomicU64>>,
     pending: Option<Pending>,
 }
 
@@ -42,12 +43,20 @@ impl AuditedBody {
         Self {
             inner,
             bytes_out: 0,
+            bytes_in: None,
             pending: Some(Pending {
                 event,
                 sink,
                 started,
             }),
         }
+    }
+
+    /// Takes `bytes_in` from `count` (a [`super::request_body::CountedRequestBody`]'s
+    /// counter) when the event is emitted.
+    pub fn with_request_bytes(mut self, count: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        self.bytes_in = Some(count);
+        self
     }
 
     fn finish(&mut self, error: Option<String>) {
@@ -58,6 +67,9 @@ impl AuditedBody {
         }) = self.pending.take()
         {
             event.bytes_out = self.bytes_out;
+            if let Some(count) = &self.bytes_in {
+                event.bytes_in = count.load(std::sync::atomic::Ordering::Relaxed);
+            }
             event.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
             if let (Some(err), true) = (error, event.error.is_empty()) {
                 event.error = err;

@@ -8,6 +8,7 @@
 pub mod body;
 pub mod event;
 pub mod jsonl;
+pub mod request_body;
 pub mod sink;
 
 use crate::authenticate::Identity;

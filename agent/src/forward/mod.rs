@@ -96,7 +96,7 @@ impl Forwarder {
     /// `session`, for exec/attach/port-forward, describes the session's `SessionEnd` event.
     pub async fn forward(
         &self,
-        mut req: Request<hyper::body::Incoming>,
+        mut req: Request<Body>,
         identity: &Identity,
         request_id: &str,
         session: Option<session::SessionStart>,
@@ -120,7 +120,6 @@ impl Forwarder {
         headers::rewrite_request(&mut parts.headers, identity, token.as_deref(), upgrade).map_err(
             |_| ProxyError::BadRequest("username or group is not a valid header value".into()),
         )?;
-        let body: Body = body.map_err(|e| Box::new(e) as BoxError).boxed();
         let upstream_req = Request::from_parts(parts, body);
         let client = match client_upgrade {
             Some(_) => &self.upgrade_client,
