@@ -3,11 +3,10 @@
 //! client certificates from the right and a wrong CA, and certificate hot reload. A fake
 //! API server counts what actually reaches it.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+mod support;
+
 use bytes::Bytes;
 use gatehouse_agent::authenticate::Authenticator;
-use gatehouse_agent::authenticate::jwks::{KeyStore, VerifyKey};
 use gatehouse_agent::config::AgentConfig;
 use gatehouse_agent::forward::Forwarder;
 use gatehouse_agent::proxy::Proxy;
@@ -117,13 +116,7 @@ async fn start(tune: impl FnOnce(&mut AgentConfig, &Path)) -> Result<Agent, BoxE
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "agent-sa-token\n")?;
 
-    let pair = rcgen::KeyPair::generate()?;
-    let raw = pair.public_key_raw();
-    let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(json!({
-        "kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256",
-        "x": URL_SAFE_NO_PAD.encode(&raw[1..33]), "y": URL_SAFE_NO_PAD.encode(&raw[33..65]),
-    }))?;
-    let keys = KeyStore::fixed(VerifyKey::from_jwk(&jwk).into_iter().collect());
+    let support::TestSigningKey { keys, signing } = support::es256_signing_key()?;
 
     let server_pem = write_self_signed(dir.path(), "tls.crt", "tls.key")?;
     let server_ca = dir.path().join("server-ca.pem");
@@ -163,7 +156,7 @@ async fn start(tune: impl FnOnce(&mut AgentConfig, &Path)) -> Result<Agent, BoxE
     Ok(Agent {
         addr,
         seen,
-        signing: jsonwebtoken::EncodingKey::from_ec_der(&pair.serialize_der()),
+        signing,
         dir,
         server_ca,
         stop: Some(stop),

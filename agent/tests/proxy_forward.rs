@@ -2,11 +2,10 @@
 //! server, checked byte for byte (headers forwarded, streams unbuffered, upgrades relayed,
 //! errors as `v1.Status`).
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+mod support;
+
 use bytes::Bytes;
 use gatehouse_agent::authenticate::Authenticator;
-use gatehouse_agent::authenticate::jwks::{KeyStore, VerifyKey};
 use gatehouse_agent::config::AgentConfig;
 use gatehouse_agent::forward::Forwarder;
 use gatehouse_agent::proxy::Proxy;
@@ -220,13 +219,7 @@ async fn start(upstream: SocketAddr) -> Result<Harness, Box<dyn std::error::Erro
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "agent-sa-token\n")?;
 
-    let pair = rcgen::KeyPair::generate()?;
-    let raw = pair.public_key_raw();
-    let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(json!({
-        "kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256",
-        "x": URL_SAFE_NO_PAD.encode(&raw[1..33]), "y": URL_SAFE_NO_PAD.encode(&raw[33..65]),
-    }))?;
-    let keys = KeyStore::fixed(VerifyKey::from_jwk(&jwk).into_iter().collect());
+    let support::TestSigningKey { keys, signing } = support::es256_signing_key()?;
 
     let events = Arc::new(Collect::default());
     let mut config = AgentConfig::default();
@@ -271,7 +264,7 @@ async fn start(upstream: SocketAddr) -> Result<Harness, Box<dyn std::error::Erro
     Ok(Harness {
         agent,
         client_tls: Arc::new(client_tls),
-        signing: jsonwebtoken::EncodingKey::from_ec_der(&pair.serialize_der()),
+        signing,
         stop: Some(stop),
         events,
     })

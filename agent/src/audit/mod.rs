@@ -1,9 +1,8 @@
-//! The per-request context the phases fill in, and the one audit line it ends as.
-//!
-//! This version writes the line through `tracing` (target `gatehouse::audit`); the
-//! durable spool and shipping to the collector come later and will consume the same
-//! context. For streams, `duration_ms` is the time until the response headers were sent;
-//! upgraded sessions log their own end with the same `request_id`.
+//! Auditing of the request path: the per-request context the phases fill in
+//! ([`RequestContext`]), the event built from it ([`event`]), the body wrappers that count
+//! bytes and emit it once at the end ([`body`], [`request_body`]), and the sinks it goes to
+//! ([`sink`], [`jsonl`]). Upgraded sessions end with their own event, joined on
+//! `session_id`.
 
 pub mod body;
 pub mod event;
@@ -79,34 +78,5 @@ impl RequestContext {
             denied_by: None,
             session_id: None,
         }
-    }
-
-    /// Emits the audit line.
-    pub fn finish(&self, code: http::StatusCode) {
-        let (user, groups) = match &self.identity {
-            Some(id) => (id.username.as_str(), id.groups.join(",")),
-            None => ("", String::new()),
-        };
-        let info = self.info.clone().unwrap_or_default();
-        tracing::info!(
-            target: "gatehouse::audit",
-            request_id = %self.request_id,
-            peer = %self.peer,
-            user,
-            groups = %groups,
-            verb = %info.verb,
-            api_group = %info.api_group,
-            resource = %info.resource,
-            subresource = %info.subresource,
-            namespace = %info.namespace,
-            name = %info.name,
-            method = %self.method,
-            path = %self.path,
-            code = code.as_u16(),
-            duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
-            user_agent = %self.user_agent,
-            error = self.error.as_deref().unwrap_or_default(),
-            "request"
-        );
     }
 }

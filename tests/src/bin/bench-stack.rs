@@ -97,7 +97,7 @@ async fn stack(bin_dir: PathBuf, out_dir: PathBuf) -> anyhow::Result<()> {
     let tmp = out_dir.join("bench.json.tmp");
     std::fs::write(&tmp, serde_json::to_vec_pretty(&info)?)?;
     std::fs::rename(&tmp, &info_path)?;
-    shutdown_signal().await;
+    gatehouse_tests::harness::shutdown_signal().await;
     let _ = std::fs::remove_file(&info_path);
     stack.shutdown().await;
     Ok(())
@@ -148,26 +148,7 @@ async fn watches(url: &str, ca: &PathBuf, token: &str, count: usize) -> anyhow::
     for mut body in bodies {
         drains.spawn(async move { while let Some(Ok(_)) = body.frame().await {} });
     }
-    shutdown_signal().await;
+    gatehouse_tests::harness::shutdown_signal().await;
     drains.abort_all();
     Ok(())
-}
-
-/// SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

@@ -90,31 +90,12 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(&ready, "ready\n")?;
     print_banner(&stack, &kubeconfig_path, &out_dir);
 
-    shutdown_signal().await;
+    gatehouse_tests::harness::shutdown_signal().await;
     eprintln!("dev-stack: stopping…");
     let _ = std::fs::remove_file(&ready);
     stack.shutdown().await;
     eprintln!("dev-stack: stopped");
     Ok(())
-}
-
-/// SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 fn env_file(stack: &Stack, kubeconfig: &Path) -> String {

@@ -13,3 +13,23 @@ pub mod kubectl;
 pub mod ports;
 pub mod stack;
 pub mod tools;
+
+/// Resolves on SIGINT or SIGTERM (Ctrl-C alone where signals can't be installed): how
+/// the stack launchers (`dev-stack`, `bench-stack`) know to stop.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
