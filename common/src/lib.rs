@@ -4,12 +4,16 @@
 //! - [`kernel`]: `#[repr(C)]` event structs and map names the eBPF programs and the agent
 //!   agree on (no_std; `aya::Pod` impls behind the `user` feature).
 //! - [`audit`] (feature `std`): audit events (API requests, session ends) with serde.
+//! - [`ingest`] (feature `std`): the agent → collector wire format (length-delimited JSON
+//!   batch and ack frames).
 //! - [`spdy`] (feature `std`): sans-IO SPDY/3.1 codec (frames, incremental decoder,
 //!   zlib header contexts with the SPDY/3 dictionary) for Kubernetes exec/port-forward.
 #![cfg_attr(not(feature = "std"), no_std)]
 
 #[cfg(feature = "std")]
 pub mod audit;
+#[cfg(feature = "std")]
+pub mod ingest;
 pub mod kernel;
 #[cfg(feature = "std")]
 pub mod spdy;
