@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -81,6 +82,9 @@ struct Signer {
     // --- key rotation (task C) ---
     /// After [`OidcIssuer::rotate_signing_key`]: the key that signs and is published now.
     rotated: std::sync::RwLock<Option<SigningKey>>,
+    // --- negative tests ---
+    /// While set, `/jwks` answers 503 (an IdP outage).
+    jwks_down: std::sync::atomic::AtomicBool,
 }
 
 impl Signer {
@@ -164,6 +168,7 @@ impl OidcIssuer {
             key: EncodingKey::from_ec_der(&pair.serialize_der()),
             users: users.into_iter().map(|u| (u.name.clone(), u)).collect(),
             rotated: std::sync::RwLock::new(None),
+            jwks_down: std::sync::atomic::AtomicBool::new(false),
         });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(serve(
@@ -274,6 +279,60 @@ impl OidcIssuer {
     }
 }
 
+// --- negative tests: outages and forged tokens ---
+
+impl OidcIssuer {
+    /// Makes `/jwks` answer 503 (`true`) or serve again (`false`), like an IdP outage.
+    pub fn set_jwks_down(&self, down: bool) {
+        self.signer.jwks_down.store(down, Ordering::Relaxed);
+    }
+
+    /// Valid claims for `user` under an `alg: none` header with the current `kid` and an
+    /// empty signature (RFC 7519 "unsecured JWT"), which a verifier must refuse.
+    pub fn forge_alg_none(&self, user: &str) -> String {
+        let header = json!({"alg": "none", "typ": "JWT", "kid": self.current_kid()});
+        let claims = self.signer.claims(user, &[], Duration::from_secs(600));
+        format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        )
+    }
+
+    /// Valid claims signed with HS256 keyed by the issuer's public key (the published JWK
+    /// as JSON), under the current `kid`: the classic algorithm-confusion forgery.
+    pub fn forge_hs256_with_public_key(&self, user: &str) -> Result<String, OidcError> {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(self.current_kid());
+        let secret = self.signer.current_jwk().to_string();
+        let claims = self.signer.claims(user, &[], Duration::from_secs(600));
+        Ok(jsonwebtoken::encode(
+            &header,
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )?)
+    }
+
+    /// Valid claims signed by a key the issuer never published, under a `kid` it never
+    /// used: the agent can only refuse it (after at most one JWKS fetch).
+    pub fn mint_with_unknown_kid(&self, user: &str) -> Result<String, OidcError> {
+        let stranger = new_signing_key()?;
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(format!("unknown-{}", stranger.kid));
+        let claims = self.signer.claims(user, &[], Duration::from_secs(600));
+        Ok(jsonwebtoken::encode(&header, &claims, &stranger.key)?)
+    }
+
+    fn current_kid(&self) -> String {
+        match self.signer.rotated.read() {
+            Ok(rotated) => rotated
+                .as_ref()
+                .map_or(self.signer.kid.clone(), |k| k.kid.clone()),
+            Err(_) => self.signer.kid.clone(),
+        }
+    }
+}
+
 async fn serve(
     listener: tokio::net::TcpListener,
     tls: tokio_rustls::TlsAcceptor,
@@ -353,6 +412,11 @@ async fn route(signer: &Signer, req: Request<Incoming>) -> Resp {
                 "grant_types_supported": ["password"],
                 "claims_supported": ["sub", "email", "email_verified", "preferred_username", "groups"],
             }),
+        ),
+        (Method::GET, "/jwks") if signer.jwks_down.load(Ordering::Relaxed) => respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "jwks unavailable (test outage)\n",
         ),
         (Method::GET, "/jwks") => {
             json_resp(StatusCode::OK, &json!({"keys": [signer.current_jwk()]}))
