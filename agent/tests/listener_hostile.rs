@@ -83,9 +83,34 @@ async fn fake_upstream(seen: Arc<Seen>) -> Result<SocketAddr, std::io::Error> {
     Ok(addr)
 }
 
+/// Keeps every audit event the agent emits.
+#[derive(Default)]
+struct Events(std::sync::Mutex<Vec<gatehouse_common::audit::AuditEvent>>);
+
+impl gatehouse_agent::audit::sink::AuditSink for Events {
+    fn emit(&self, event: &gatehouse_common::audit::AuditEvent) {
+        if let Ok(mut all) = self.0.lock() {
+            all.push(event.clone());
+        }
+    }
+}
+
+impl Events {
+    fn requests(&self) -> Vec<gatehouse_common::audit::ApiRequestEvent> {
+        let all = self.0.lock().map(|a| a.clone()).unwrap_or_default();
+        all.into_iter()
+            .filter_map(|e| match e {
+                gatehouse_common::audit::AuditEvent::ApiRequest(r) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 struct Agent {
     addr: SocketAddr,
     seen: Arc<Seen>,
+    events: Arc<Events>,
     signing: jsonwebtoken::EncodingKey,
     dir: tempfile::TempDir,
     server_ca: PathBuf,
@@ -133,10 +158,11 @@ async fn start(tune: impl FnOnce(&mut AgentConfig, &Path)) -> Result<Agent, BoxE
     config.tls_key_file = dir.path().join("tls.key");
     tune(&mut config, dir.path());
 
+    let events = Arc::new(Events::default());
     let proxy = Proxy::new(
         Authenticator::new(config.oidc.clone(), keys),
         Forwarder::new(&config.upstream)?,
-        std::sync::Arc::new(gatehouse_agent::audit::sink::FanOut::new()),
+        std::sync::Arc::new(gatehouse_agent::audit::sink::FanOut::new().with(events.clone())),
         gatehouse_agent::audit::event::Site::default(),
     );
     let tls = gatehouse_agent::tls::listener_config(
@@ -156,6 +182,7 @@ async fn start(tune: impl FnOnce(&mut AgentConfig, &Path)) -> Result<Agent, BoxE
     Ok(Agent {
         addr,
         seen,
+        events,
         signing,
         dir,
         server_ca,
@@ -465,6 +492,16 @@ async fn client_certificates_authenticate_only_from_the_client_ca() -> TestResul
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(seen[0].user.as_deref(), Some("carol"));
     assert_eq!(seen[0].groups, vec!["sre".to_string()]);
+    // The audit event says how carol was authenticated: by her certificate, not a token.
+    let events = wait_for_requests(&agent.events, 1).await;
+    assert_eq!(
+        (events[0].user.as_str(), events[0].auth_method),
+        (
+            "carol",
+            gatehouse_common::audit::AuthMethod::ClientCertificate
+        ),
+        "{events:?}"
+    );
 
     // Another CA: the handshake fails (TLS 1.3 reports it on the first read).
     let refused = match agent.connect_with(with_cert(&other)?).await {
@@ -480,7 +517,44 @@ async fn client_certificates_authenticate_only_from_the_client_ca() -> TestResul
     let resp = agent.raw(request.as_bytes()).await?;
     assert!(resp.starts_with("HTTP/1.1 401"), "{resp}");
     assert_eq!(agent.seen.all().len(), 1);
+    let events = wait_for_requests(&agent.events, 2).await;
+    assert_eq!(
+        events[1].auth_method,
+        gatehouse_common::audit::AuthMethod::None
+    );
+
+    // A bearer token wins over a certificate and is recorded as OIDC.
+    let mut tls = agent.connect_with(with_cert(&good)?).await?;
+    let with_token = format!(
+        "GET {PODS} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        agent.token("dave")
+    );
+    tls.write_all(with_token.as_bytes()).await?;
+    let resp = read_to_close(&mut tls).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let events = wait_for_requests(&agent.events, 3).await;
+    assert_eq!(
+        (events[2].user.as_str(), events[2].auth_method),
+        ("dave", gatehouse_common::audit::AuthMethod::Oidc),
+        "{events:?}"
+    );
     Ok(())
+}
+
+/// Waits (bounded) until `n` request events were emitted; events are emitted when a
+/// response body ends, which can be just after the client read it.
+async fn wait_for_requests(
+    events: &Events,
+    n: usize,
+) -> Vec<gatehouse_common::audit::ApiRequestEvent> {
+    for _ in 0..100 {
+        let found = events.requests();
+        if found.len() >= n {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    events.requests()
 }
 
 #[tokio::test]

@@ -69,11 +69,10 @@ pub fn api_request_event(ctx: &RequestContext, site: &Site, out: Outcome) -> Api
         time: ctx.time,
         cluster: site.cluster.clone(),
         node: site.node.clone(),
-        auth_method: if ctx.identity.is_some() {
-            AuthMethod::Oidc
-        } else {
-            AuthMethod::None
-        },
+        auth_method: ctx
+            .identity
+            .as_ref()
+            .map_or(AuthMethod::None, |identity| identity.auth_method),
         user,
         groups,
         source: ctx.peer.to_string(),
@@ -150,6 +149,7 @@ mod tests {
             username: "oidc:alice".into(),
             groups: vec!["oidc:dev".into()],
             expires_at: 0,
+            auth_method: AuthMethod::Oidc,
         }));
         ctx.info = Some(classify(req.method(), req.uri().path(), req.uri().query())?);
         Ok(ctx)

@@ -75,6 +75,7 @@ mod tests {
             username: "alice".into(),
             groups: vec![],
             expires_at,
+            auth_method: gatehouse_common::audit::AuthMethod::Oidc,
         })
     }
 

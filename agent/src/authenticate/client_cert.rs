@@ -53,6 +53,7 @@ pub fn identity_from_cert(leaf: &CertificateDer<'_>) -> Result<Identity, ClientC
         username,
         groups,
         expires_at,
+        auth_method: gatehouse_common::audit::AuthMethod::ClientCertificate,
     })
 }
 

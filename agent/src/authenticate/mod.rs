@@ -115,6 +115,8 @@ pub struct Identity {
     pub groups: Vec<String>,
     /// `exp` of the token (seconds since the epoch).
     pub expires_at: u64,
+    /// How the identity was proven (recorded in audit events).
+    pub auth_method: gatehouse_common::audit::AuthMethod,
 }
 
 /// Verifies bearer tokens of one issuer.
@@ -238,6 +240,7 @@ impl Authenticator {
             username,
             groups,
             expires_at,
+            auth_method: gatehouse_common::audit::AuthMethod::Oidc,
         })
     }
 

@@ -91,6 +91,7 @@ mod tests {
             username: "alice@example.com".into(),
             groups: vec!["engineers".into(), "oncall".into()],
             expires_at: 0,
+            auth_method: gatehouse_common::audit::AuthMethod::Oidc,
         }
     }
 
