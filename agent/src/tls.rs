@@ -59,14 +59,19 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
     Ok(certs)
 }
 
-/// The server config the agent's listener presents: `h2` and `http/1.1` by ALPN.
-pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<rustls::ServerConfig> {
-    let certs = read_certs(cert_file)?;
-    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|source| TlsError::Pem {
+/// The PEM private key in `key_file`.
+fn read_key(key_file: &Path) -> Result<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_file(key_file).map_err(|source| TlsError::Pem {
         what: "private key",
         path: key_file.to_path_buf(),
         source,
-    })?;
+    })
+}
+
+/// The server config the agent's listener presents: `h2` and `http/1.1` by ALPN.
+pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<rustls::ServerConfig> {
+    let certs = read_certs(cert_file)?;
+    let key = read_key(key_file)?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
@@ -101,11 +106,7 @@ const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// Loads the certificate chain and key into a rustls [`CertifiedKey`].
 pub fn load_certified_key(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey> {
     let certs = read_certs(cert_file)?;
-    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|source| TlsError::Pem {
-        what: "private key",
-        path: key_file.to_path_buf(),
-        source,
-    })?;
+    let key = read_key(key_file)?;
     let signing = provider().key_provider.load_private_key(key)?;
     let certified = CertifiedKey::new(certs, signing);
     // A key that does not match the certificate would fail every handshake.

@@ -83,34 +83,10 @@ async fn fake_upstream(seen: Arc<Seen>) -> Result<SocketAddr, std::io::Error> {
     Ok(addr)
 }
 
-/// Keeps every audit event the agent emits.
-#[derive(Default)]
-struct Events(std::sync::Mutex<Vec<gatehouse_common::audit::AuditEvent>>);
-
-impl gatehouse_agent::audit::sink::AuditSink for Events {
-    fn emit(&self, event: &gatehouse_common::audit::AuditEvent) {
-        if let Ok(mut all) = self.0.lock() {
-            all.push(event.clone());
-        }
-    }
-}
-
-impl Events {
-    fn requests(&self) -> Vec<gatehouse_common::audit::ApiRequestEvent> {
-        let all = self.0.lock().map(|a| a.clone()).unwrap_or_default();
-        all.into_iter()
-            .filter_map(|e| match e {
-                gatehouse_common::audit::AuditEvent::ApiRequest(r) => Some(r),
-                _ => None,
-            })
-            .collect()
-    }
-}
-
 struct Agent {
     addr: SocketAddr,
     seen: Arc<Seen>,
-    events: Arc<Events>,
+    events: Arc<support::RequestEvents>,
     signing: jsonwebtoken::EncodingKey,
     dir: tempfile::TempDir,
     server_ca: PathBuf,
@@ -158,7 +134,7 @@ async fn start(tune: impl FnOnce(&mut AgentConfig, &Path)) -> Result<Agent, BoxE
     config.tls_key_file = dir.path().join("tls.key");
     tune(&mut config, dir.path());
 
-    let events = Arc::new(Events::default());
+    let events = Arc::new(support::RequestEvents::default());
     let proxy = Proxy::new(
         Authenticator::new(config.oidc.clone(), keys),
         Forwarder::new(&config.upstream)?,
@@ -493,7 +469,7 @@ async fn client_certificates_authenticate_only_from_the_client_ca() -> TestResul
     assert_eq!(seen[0].user.as_deref(), Some("carol"));
     assert_eq!(seen[0].groups, vec!["sre".to_string()]);
     // The audit event says how carol was authenticated: by her certificate, not a token.
-    let events = wait_for_requests(&agent.events, 1).await;
+    let events = agent.events.wait_for_count(1).await;
     assert_eq!(
         (events[0].user.as_str(), events[0].auth_method),
         (
@@ -517,7 +493,7 @@ async fn client_certificates_authenticate_only_from_the_client_ca() -> TestResul
     let resp = agent.raw(request.as_bytes()).await?;
     assert!(resp.starts_with("HTTP/1.1 401"), "{resp}");
     assert_eq!(agent.seen.all().len(), 1);
-    let events = wait_for_requests(&agent.events, 2).await;
+    let events = agent.events.wait_for_count(2).await;
     assert_eq!(
         events[1].auth_method,
         gatehouse_common::audit::AuthMethod::None
@@ -532,29 +508,13 @@ async fn client_certificates_authenticate_only_from_the_client_ca() -> TestResul
     tls.write_all(with_token.as_bytes()).await?;
     let resp = read_to_close(&mut tls).await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
-    let events = wait_for_requests(&agent.events, 3).await;
+    let events = agent.events.wait_for_count(3).await;
     assert_eq!(
         (events[2].user.as_str(), events[2].auth_method),
         ("dave", gatehouse_common::audit::AuthMethod::Oidc),
         "{events:?}"
     );
     Ok(())
-}
-
-/// Waits (bounded) until `n` request events were emitted; events are emitted when a
-/// response body ends, which can be just after the client read it.
-async fn wait_for_requests(
-    events: &Events,
-    n: usize,
-) -> Vec<gatehouse_common::audit::ApiRequestEvent> {
-    for _ in 0..100 {
-        let found = events.requests();
-        if found.len() >= n {
-            return found;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    events.requests()
 }
 
 #[tokio::test]

@@ -30,43 +30,7 @@ struct Harness {
     signing: jsonwebtoken::EncodingKey,
     stop: Option<oneshot::Sender<()>>,
     /// Audit events the proxy emitted.
-    events: Arc<Collect>,
-}
-
-/// An audit sink that keeps every request event.
-#[derive(Default)]
-struct Collect(std::sync::Mutex<Vec<gatehouse_common::audit::ApiRequestEvent>>);
-
-impl gatehouse_agent::audit::sink::AuditSink for Collect {
-    fn emit(&self, event: &gatehouse_common::audit::AuditEvent) {
-        if let (gatehouse_common::audit::AuditEvent::ApiRequest(e), Ok(mut seen)) =
-            (event, self.0.lock())
-        {
-            seen.push(e.clone());
-        }
-    }
-}
-
-impl Collect {
-    fn for_path(&self, path: &str) -> Vec<gatehouse_common::audit::ApiRequestEvent> {
-        self.0
-            .lock()
-            .map(|s| s.iter().filter(|e| e.path == path).cloned().collect())
-            .unwrap_or_default()
-    }
-
-    /// Waits (bounded) until `path` has an event: the agent's side of a body may end a
-    /// moment after the client's.
-    async fn wait_for(&self, path: &str) -> Vec<gatehouse_common::audit::ApiRequestEvent> {
-        for _ in 0..100 {
-            let found = self.for_path(path);
-            if !found.is_empty() {
-                return found;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Vec::new()
-    }
+    events: Arc<support::RequestEvents>,
 }
 
 impl Drop for Harness {
@@ -221,7 +185,7 @@ async fn start(upstream: SocketAddr) -> Result<Harness, Box<dyn std::error::Erro
 
     let support::TestSigningKey { keys, signing } = support::es256_signing_key()?;
 
-    let events = Arc::new(Collect::default());
+    let events = Arc::new(support::RequestEvents::default());
     let mut config = AgentConfig::default();
     config.oidc.issuer_url = ISSUER.into();
     config.upstream.url = format!("http://{upstream}");
@@ -369,7 +333,7 @@ async fn errors_are_kubernetes_statuses() -> TestResult {
         ),
         ("classification", 400, "alice")
     );
-    let all = serde_json::to_string(&*h.events.0.lock().map_err(|_| "poisoned")?)?;
+    let all = serde_json::to_string(&h.events.all())?;
     assert!(
         !all.contains(&token),
         "the bearer token must never reach an event"

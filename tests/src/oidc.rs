@@ -75,13 +75,9 @@ impl DevUser {
 
 struct Signer {
     issuer: String,
-    kid: String,
-    key: EncodingKey,
-    jwk: Value,
+    /// The key that signs and is published now ([`OidcIssuer::rotate_signing_key`] swaps it).
+    current: std::sync::RwLock<SigningKey>,
     users: HashMap<String, DevUser>,
-    // --- key rotation (task C) ---
-    /// After [`OidcIssuer::rotate_signing_key`]: the key that signs and is published now.
-    rotated: std::sync::RwLock<Option<SigningKey>>,
     // --- negative tests ---
     /// While set, `/jwks` answers 503 (an IdP outage).
     jwks_down: std::sync::atomic::AtomicBool,
@@ -110,15 +106,10 @@ impl Signer {
     }
 
     fn sign(&self, claims: &Value) -> Result<String, OidcError> {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
         let mut header = Header::new(Algorithm::ES256);
-        if let Ok(rotated) = self.rotated.read()
-            && let Some(current) = rotated.as_ref()
-        {
-            header.kid = Some(current.kid.clone());
-            return Ok(jsonwebtoken::encode(&header, claims, &current.key)?);
-        }
-        header.kid = Some(self.kid.clone());
-        Ok(jsonwebtoken::encode(&header, claims, &self.key)?)
+        header.kid = Some(current.kid.clone());
+        Ok(jsonwebtoken::encode(&header, claims, &current.key)?)
     }
 
     fn dev_token(&self, user: &str) -> Option<Result<String, OidcError>> {
@@ -153,21 +144,10 @@ impl OidcIssuer {
         let tls = ca
             .issue_server("oidc-issuer", &[])?
             .server_config(&[b"http/1.1"])?;
-        let pair = rcgen::KeyPair::generate()?;
-        let raw = pair.public_key_raw();
-        let (x, y) = (
-            URL_SAFE_NO_PAD.encode(raw.get(1..33).unwrap_or_default()),
-            URL_SAFE_NO_PAD.encode(raw.get(33..65).unwrap_or_default()),
-        );
-        let kid = URL_SAFE_NO_PAD.encode(&Sha256::digest(raw)[..12]);
         let signer = Arc::new(Signer {
             issuer: format!("https://{addr}"),
-            jwk: json!({"kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256",
-                        "kid": kid, "x": x, "y": y}),
-            kid,
-            key: EncodingKey::from_ec_der(&pair.serialize_der()),
+            current: std::sync::RwLock::new(new_signing_key()?),
             users: users.into_iter().map(|u| (u.name.clone(), u)).collect(),
-            rotated: std::sync::RwLock::new(None),
             jwks_down: std::sync::atomic::AtomicBool::new(false),
         });
         let (stop, stopped) = watch::channel(false);
@@ -231,7 +211,7 @@ impl Drop for OidcIssuer {
     }
 }
 
-// --- key rotation (task C) ---
+// --- signing keys and rotation ---
 
 /// A signing key with its `kid` and public JWK.
 struct SigningKey {
@@ -259,10 +239,16 @@ fn new_signing_key() -> Result<SigningKey, OidcError> {
 
 impl Signer {
     fn current_jwk(&self) -> Value {
-        match self.rotated.read() {
-            Ok(rotated) => rotated.as_ref().map_or(self.jwk.clone(), |k| k.jwk.clone()),
-            Err(_) => self.jwk.clone(),
-        }
+        self.current
+            .read()
+            .map_or(Value::Null, |current| current.jwk.clone())
+    }
+
+    fn current_kid(&self) -> String {
+        self.current
+            .read()
+            .map(|current| current.kid.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -272,8 +258,8 @@ impl OidcIssuer {
     pub fn rotate_signing_key(&self) -> Result<String, OidcError> {
         let key = new_signing_key()?;
         let kid = key.kid.clone();
-        if let Ok(mut rotated) = self.signer.rotated.write() {
-            *rotated = Some(key);
+        if let Ok(mut current) = self.signer.current.write() {
+            *current = key;
         }
         Ok(kid)
     }
@@ -290,7 +276,7 @@ impl OidcIssuer {
     /// Valid claims for `user` under an `alg: none` header with the current `kid` and an
     /// empty signature (RFC 7519 "unsecured JWT"), which a verifier must refuse.
     pub fn forge_alg_none(&self, user: &str) -> String {
-        let header = json!({"alg": "none", "typ": "JWT", "kid": self.current_kid()});
+        let header = json!({"alg": "none", "typ": "JWT", "kid": self.signer.current_kid()});
         let claims = self.signer.claims(user, &[], Duration::from_secs(600));
         format!(
             "{}.{}.",
@@ -303,7 +289,7 @@ impl OidcIssuer {
     /// as JSON), under the current `kid`: the classic algorithm-confusion forgery.
     pub fn forge_hs256_with_public_key(&self, user: &str) -> Result<String, OidcError> {
         let mut header = Header::new(Algorithm::HS256);
-        header.kid = Some(self.current_kid());
+        header.kid = Some(self.signer.current_kid());
         let secret = self.signer.current_jwk().to_string();
         let claims = self.signer.claims(user, &[], Duration::from_secs(600));
         Ok(jsonwebtoken::encode(
@@ -321,15 +307,6 @@ impl OidcIssuer {
         header.kid = Some(format!("unknown-{}", stranger.kid));
         let claims = self.signer.claims(user, &[], Duration::from_secs(600));
         Ok(jsonwebtoken::encode(&header, &claims, &stranger.key)?)
-    }
-
-    fn current_kid(&self) -> String {
-        match self.signer.rotated.read() {
-            Ok(rotated) => rotated
-                .as_ref()
-                .map_or(self.signer.kid.clone(), |k| k.kid.clone()),
-            Err(_) => self.signer.kid.clone(),
-        }
     }
 }
 
