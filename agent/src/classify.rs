@@ -62,6 +62,15 @@ pub struct RequestInfo {
     pub label_selector: String,
     /// `fieldSelector`, decoded.
     pub field_selector: String,
+    /// `follow=true` on a `log` subresource request.
+    pub follow: bool,
+}
+
+impl RequestInfo {
+    /// Whether the response stays open while data flows: a watch or a followed log.
+    pub fn is_long_lived_stream(&self) -> bool {
+        self.verb == "watch" || (self.subresource == "log" && self.follow)
+    }
 }
 
 /// Refuses ambiguous spellings of `path` (the raw, still percent-encoded path).
@@ -194,6 +203,7 @@ pub fn classify(method: &http::Method, path: &str, query: Option<&str>) -> Resul
     if matches!(info.subresource.as_str(), "exec" | "attach") {
         info.exec = Some(query.exec.clone());
     }
+    info.follow = query.follow && info.subresource == "log";
     info.dry_run = query.dry_run;
     info.label_selector = query.label_selector;
     info.field_selector = query.field_selector;
@@ -215,6 +225,7 @@ fn method_verb(method: &http::Method) -> Option<&'static str> {
 #[derive(Default)]
 struct Query {
     watch: bool,
+    follow: bool,
     exec: ExecParams,
     dry_run: Vec<String>,
     label_selector: String,
@@ -227,6 +238,7 @@ impl Query {
         for (key, value) in url::form_urlencoded::parse(raw.as_bytes()) {
             match key.as_ref() {
                 "watch" => q.watch = parse_bool(&value),
+                "follow" => q.follow = parse_bool(&value),
                 "command" => q.exec.command.push(value.into_owned()),
                 "container" => q.exec.container = value.into_owned(),
                 "stdin" => q.exec.stdin = parse_bool(&value),
@@ -661,6 +673,45 @@ mod tests {
         assert_eq!(info.field_selector, "status.phase=Running");
         assert!(info.dry_run.is_empty());
         assert_eq!(info.name, "");
+        Ok(())
+    }
+
+    #[test]
+    fn watches_and_followed_logs_are_long_lived_streams() -> Result<()> {
+        let get = http::Method::GET;
+        for (path, query) in [
+            ("/api/v1/namespaces/dev/pods", Some("watch=1")),
+            ("/api/v1/pods", Some("watch=true&resourceVersion=10")),
+            (
+                "/apis/apps/v1/namespaces/dev/deployments",
+                Some("fieldSelector=x&watch=True"),
+            ),
+            ("/api/v1/watch/namespaces/dev/pods", None),
+            ("/apis/apps/v1/watch/deployments", None),
+            (
+                "/api/v1/namespaces/dev/pods/web/log",
+                Some("follow=true&container=c"),
+            ),
+        ] {
+            assert!(
+                classify(&get, path, query)?.is_long_lived_stream(),
+                "{path}?{query:?}"
+            );
+        }
+        for (path, query) in [
+            ("/api/v1/namespaces/dev/pods", None),
+            ("/api/v1/namespaces/dev/pods", Some("watch=false")),
+            ("/api/v1/namespaces/dev/pods/web/log", None),
+            ("/api/v1/namespaces/dev/pods/web/log", Some("follow=false")),
+            ("/api/v1/namespaces/dev/configmaps", Some("follow=true")),
+            ("/apis/apps/v1/namespaces/watch/deployments", None),
+            ("/version", None),
+        ] {
+            assert!(
+                !classify(&get, path, query)?.is_long_lived_stream(),
+                "{path}?{query:?}"
+            );
+        }
         Ok(())
     }
 }

@@ -127,8 +127,12 @@ impl Proxy {
             sink: self.sink.clone(),
             tap: None,
         });
+        let long_lived = ctx
+            .info
+            .as_ref()
+            .is_some_and(classify::RequestInfo::is_long_lived_stream);
         self.forwarder
-            .forward(req, &identity, &ctx.request_id, session)
+            .forward(req, &identity, &ctx.request_id, long_lived, session)
             .await
     }
 }

@@ -99,13 +99,16 @@ impl Forwarder {
         &self.sessions
     }
 
-    /// Forwards `req` as `identity`; `request_id` tags upgraded sessions in the log and
-    /// `session`, for exec/attach/port-forward, describes the session's `SessionEnd` event.
+    /// Forwards `req` as `identity`; `request_id` tags upgraded sessions in the log,
+    /// `long_lived` (a watch or followed log, from the request's classification) picks
+    /// a connection of its own, and `session`, for exec/attach/port-forward, describes
+    /// the session's `SessionEnd` event.
     pub async fn forward(
         &self,
         mut req: Request<Body>,
         identity: &Identity,
         request_id: &str,
+        long_lived: bool,
         session: Option<session::SessionStart>,
     ) -> Result<Response<Body>, ProxyError> {
         let upgrade = upgrade::requested_upgrade(&req);
@@ -121,7 +124,6 @@ impl Forwarder {
             None => None,
         };
         let (mut parts, body) = req.into_parts();
-        let long_lived = is_long_lived_stream(&parts.uri);
         parts.uri = self.upstream_uri(&parts.uri)?;
         // ALPN decides between h2 and HTTP/1.1 upstream, whatever kubectl spoke to us.
         parts.version = http::Version::HTTP_11;
@@ -185,64 +187,5 @@ fn upstream_reason(err: &hyper_util::client::legacy::Error) -> String {
         format!("connection failed ({source})")
     } else {
         source.to_string()
-    }
-}
-
-/// Whether a request opens a stream that stays open while data flows: a watch (`?watch=1`,
-/// `?watch=true` or a legacy `/watch/` path) or a followed log (`.../log?follow=true`).
-/// The request was classified before, so the path holds no ambiguous spellings.
-fn is_long_lived_stream(uri: &Uri) -> bool {
-    let path = uri.path();
-    let mut flags = url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes());
-    let truthy = |v: &str| v == "1" || v.eq_ignore_ascii_case("true");
-    let legacy_watch = path.starts_with("/api/v1/watch/")
-        || path == "/api/v1/watch"
-        || path
-            .strip_prefix("/apis/")
-            .and_then(|rest| rest.splitn(3, '/').nth(2))
-            .is_some_and(|rest| rest == "watch" || rest.starts_with("watch/"));
-    legacy_watch
-        || flags
-            .any(|(k, v)| (k == "watch" || (k == "follow" && path.ends_with("/log"))) && truthy(&v))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_long_lived_stream;
-
-    fn long(uri: &str) -> bool {
-        uri.parse()
-            .map(|u| is_long_lived_stream(&u))
-            .unwrap_or(false)
-    }
-
-    #[test]
-    fn watches_and_followed_logs_are_long_lived() {
-        for uri in [
-            "/api/v1/namespaces/dev/pods?watch=1",
-            "/api/v1/pods?watch=true&resourceVersion=10",
-            "/apis/apps/v1/namespaces/dev/deployments?fieldSelector=x&watch=True",
-            "/api/v1/watch/namespaces/dev/pods",
-            "/apis/apps/v1/watch/deployments",
-            "/api/v1/namespaces/dev/pods/web/log?follow=true&container=c",
-        ] {
-            assert!(long(uri), "{uri}");
-        }
-    }
-
-    #[test]
-    fn other_requests_share_the_pooled_connection() {
-        for uri in [
-            "/api/v1/namespaces/dev/pods",
-            "/api/v1/namespaces/dev/pods?watch=0",
-            "/api/v1/namespaces/dev/pods?watch=false",
-            "/api/v1/namespaces/dev/pods/web/log",
-            "/api/v1/namespaces/dev/pods/web/log?follow=false",
-            "/api/v1/namespaces/dev/configmaps?follow=true",
-            "/apis/apps/v1/namespaces/watch/deployments",
-            "/version",
-        ] {
-            assert!(!long(uri), "{uri}");
-        }
     }
 }
