@@ -3,3 +3,4 @@
 pub mod cache;
 pub mod exec_credential;
 pub mod kubeconfig;
+pub mod pkce;
