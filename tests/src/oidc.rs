@@ -7,6 +7,11 @@
 //!   `grant_type=password&username=alice&password=gatehouse-dev`; answers
 //!   `{"id_token", "access_token", "token_type", "expires_in"}` (12 h);
 //! - `GET /dev/token?user=alice` — the same ID token as plain text, for `curl`.
+//! - interactive login for `gatehouse login` ([`login`]): `GET /authorize` (authorization
+//!   code + PKCE S256, auto-approved for the login user, 302 to a loopback `redirect_uri`),
+//!   `POST /token` with `authorization_code`, `refresh_token` (rotating) and
+//!   `urn:ietf:params:oauth:grant-type:device_code`, `POST /device_authorization`, and
+//!   `GET|POST /device` (a test approves or denies a user code by HTTP call).
 //!
 //! Tokens carry `iss`, `aud` (the client id), `sub` and `preferred_username` (the user name),
 //! `email` (`<name>@example.com` unless the name already is an address), `email_verified`,
@@ -29,6 +34,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::watch;
+
+pub mod login;
 
 /// The password every dev user logs in with at `POST /token`.
 pub const DEV_PASSWORD: &str = "gatehouse-dev";
@@ -81,6 +88,8 @@ struct Signer {
     // --- negative tests ---
     /// While set, `/jwks` answers 503 (an IdP outage).
     jwks_down: std::sync::atomic::AtomicBool,
+    // --- interactive login (gatehouse login) ---
+    login: login::LoginState,
 }
 
 impl Signer {
@@ -144,11 +153,14 @@ impl OidcIssuer {
         let tls = ca
             .issue_server("oidc-issuer", &[])?
             .server_config(&[b"http/1.1"])?;
+        // The first configured user approves interactive logins unless a test says otherwise.
+        let first_user = users.first().map(|u| u.name.clone());
         let signer = Arc::new(Signer {
             issuer: format!("https://{addr}"),
             current: std::sync::RwLock::new(new_signing_key()?),
             users: users.into_iter().map(|u| (u.name.clone(), u)).collect(),
             jwks_down: std::sync::atomic::AtomicBool::new(false),
+            login: login::LoginState::new(first_user, DEV_TOKEN_TTL),
         });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(serve(
@@ -383,10 +395,15 @@ async fn route(signer: &Signer, req: Request<Incoming>) -> Resp {
                 "jwks_uri": format!("{}/jwks", signer.issuer),
                 "token_endpoint": format!("{}/token", signer.issuer),
                 "authorization_endpoint": format!("{}/authorize", signer.issuer),
-                "response_types_supported": ["id_token"],
+                "device_authorization_endpoint": format!("{}/device_authorization", signer.issuer),
+                "code_challenge_methods_supported": ["S256"],
+                "scopes_supported": ["openid", "offline_access", "email", "profile", "groups"],
+                "token_endpoint_auth_methods_supported": ["none"],
+                "response_types_supported": ["code", "id_token"],
                 "subject_types_supported": ["public"],
                 "id_token_signing_alg_values_supported": ["ES256"],
-                "grant_types_supported": ["password"],
+                "grant_types_supported": ["password", "authorization_code", "refresh_token",
+                                          login::DEVICE_CODE_GRANT],
                 "claims_supported": ["sub", "email", "email_verified", "preferred_username", "groups"],
             }),
         ),
@@ -415,6 +432,14 @@ async fn route(signer: &Signer, req: Request<Incoming>) -> Resp {
             }
         }
         (Method::POST, "/token") => token_endpoint(signer, req).await,
+        (Method::GET, "/authorize") => authorize_endpoint(signer, req.uri().query()),
+        (Method::POST, "/device_authorization") => device_authorization(signer, req).await,
+        (Method::GET, "/device") => respond(
+            StatusCode::OK,
+            "text/plain",
+            "Gatehouse test issuer: POST user_code=XXXX-XXXX&action=approve|deny here.\n",
+        ),
+        (Method::POST, "/device") => device_decision(signer, req).await,
         _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
 }
@@ -430,12 +455,18 @@ async fn token_endpoint(signer: &Signer, req: Request<Incoming>) -> Resp {
     let form: HashMap<String, String> = form_urlencoded::parse(&body.to_bytes())
         .into_owned()
         .collect();
-    if form.get("grant_type").map(String::as_str) != Some("password") {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "unsupported_grant_type",
-            "only grant_type=password is supported",
-        );
+    match form.get("grant_type").map(String::as_str) {
+        Some("password") => {}
+        Some("authorization_code" | "refresh_token" | login::DEVICE_CODE_GRANT) => {
+            return login_grant(signer, &form);
+        }
+        _ => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "supported grant types: password, authorization_code, refresh_token, device_code",
+            );
+        }
     }
     let user = form.get("username").cloned().unwrap_or_default();
     if form.get("password").map(String::as_str) != Some(DEV_PASSWORD) {
@@ -461,6 +492,200 @@ async fn token_endpoint(signer: &Signer, req: Request<Incoming>) -> Resp {
             "invalid_grant",
             "wrong username or password",
         ),
+    }
+}
+
+// --- interactive login endpoints (gatehouse login) ---
+
+async fn read_form(req: Request<Incoming>) -> Option<HashMap<String, String>> {
+    let body = Limited::new(req.into_body(), 64 * 1024)
+        .collect()
+        .await
+        .ok()?;
+    Some(
+        form_urlencoded::parse(&body.to_bytes())
+            .into_owned()
+            .collect(),
+    )
+}
+
+fn authorize_endpoint(signer: &Signer, query: Option<&str>) -> Resp {
+    let q = |name| query_param(query, name).unwrap_or_default();
+    let req = login::AuthorizeRequest {
+        response_type: q("response_type"),
+        client_id: q("client_id"),
+        redirect_uri: q("redirect_uri"),
+        code_challenge: q("code_challenge"),
+        code_challenge_method: q("code_challenge_method"),
+    };
+    let state = query_param(query, "state");
+    let mut params: Vec<(&str, String)> = match signer.login.authorize(&req, CLIENT_ID) {
+        // Never redirect to an unvalidated URI: show the error instead.
+        login::AuthorizeOutcome::Refuse(why) => {
+            return respond(
+                StatusCode::BAD_REQUEST,
+                "text/plain",
+                format!("invalid authorization request: {why}\n"),
+            );
+        }
+        login::AuthorizeOutcome::RedirectError(error, description) => {
+            vec![
+                ("error", error.to_string()),
+                ("error_description", description),
+            ]
+        }
+        login::AuthorizeOutcome::Code(code) => vec![("code", code)],
+    };
+    if let Some(state) = state {
+        params.push(("state", state));
+    }
+    let Ok(mut location) = url::Url::parse(&req.redirect_uri) else {
+        return respond(StatusCode::BAD_REQUEST, "text/plain", "bad redirect_uri\n");
+    };
+    location.query_pairs_mut().extend_pairs(params);
+    let mut resp = respond(StatusCode::FOUND, "text/plain", "redirecting\n");
+    if let Ok(v) = header::HeaderValue::from_str(location.as_str()) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+async fn device_authorization(signer: &Signer, req: Request<Incoming>) -> Resp {
+    let Some(form) = read_form(req).await else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "unreadable body",
+        );
+    };
+    if form.get("client_id").map(String::as_str) != Some(CLIENT_ID) {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "unknown client_id",
+        );
+    }
+    let d = signer.login.start_device(CLIENT_ID);
+    let uri = format!("{}/device", signer.issuer);
+    json_resp(
+        StatusCode::OK,
+        &json!({
+            "device_code": d.device_code,
+            "user_code": d.user_code,
+            "verification_uri": uri,
+            "verification_uri_complete": format!("{uri}?user_code={}", d.user_code),
+            "expires_in": d.expires_in.as_secs(),
+            "interval": d.interval.as_secs(),
+        }),
+    )
+}
+
+async fn device_decision(signer: &Signer, req: Request<Incoming>) -> Resp {
+    let Some(form) = read_form(req).await else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "unreadable body",
+        );
+    };
+    let approve = match form.get("action").map(String::as_str) {
+        Some("approve") | None => true,
+        Some("deny") => false,
+        Some(_) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "action must be approve or deny",
+            );
+        }
+    };
+    let user_code = form.get("user_code").cloned().unwrap_or_default();
+    match signer
+        .login
+        .decide_device(&user_code, approve, form.get("user").cloned())
+    {
+        Ok(()) => respond(
+            StatusCode::OK,
+            "text/plain",
+            if approve { "approved\n" } else { "denied\n" },
+        ),
+        Err(e) => oauth_error(StatusCode::BAD_REQUEST, e.error, &e.description),
+    }
+}
+
+fn login_grant(signer: &Signer, form: &HashMap<String, String>) -> Resp {
+    let f = |name: &str| form.get(name).map(String::as_str).unwrap_or_default();
+    if f("client_id") != CLIENT_ID {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "unknown client_id",
+        );
+    }
+    let granted = match f("grant_type") {
+        "authorization_code" => {
+            signer
+                .login
+                .redeem_code(f("code"), CLIENT_ID, f("redirect_uri"), f("code_verifier"))
+        }
+        "refresh_token" => signer.login.refresh(f("refresh_token"), CLIENT_ID),
+        _ => signer.login.poll_device(f("device_code"), CLIENT_ID),
+    };
+    let granted = match granted {
+        Ok(g) => g,
+        Err(e) => return oauth_error(StatusCode::BAD_REQUEST, e.error, &e.description),
+    };
+    let ttl = signer.login.login_ttl();
+    let groups: Vec<&str> = signer
+        .users
+        .get(&granted.user)
+        .map(|u| u.groups.iter().map(String::as_str).collect())
+        .unwrap_or_default();
+    match signer.sign(&signer.claims(&granted.user, &groups, ttl)) {
+        Ok(token) => json_resp(
+            StatusCode::OK,
+            &json!({"id_token": token, "access_token": token, "token_type": "Bearer",
+                    "expires_in": ttl.as_secs(), "refresh_token": granted.refresh_token,
+                    "scope": "openid offline_access"}),
+        ),
+        Err(_) => oauth_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "signing failed",
+        ),
+    }
+}
+
+impl OidcIssuer {
+    /// Who `/authorize` and `/device` approve logins for (default: the first user).
+    pub fn set_login_user(&self, user: Option<&str>) {
+        self.signer.login.set_login_user(user.map(str::to_string));
+    }
+
+    /// Lifetime of ID tokens from the code, refresh and device grants (default 12 h);
+    /// one under `gatehouse token`'s 30 s skew makes every call refresh.
+    pub fn set_login_token_ttl(&self, ttl: Duration) {
+        self.signer.login.set_login_ttl(ttl);
+    }
+
+    /// Polling interval and lifetime of device codes issued from now on (default 5 s, 10 min).
+    pub fn set_device_timing(&self, interval: Duration, ttl: Duration) {
+        self.signer.login.set_device_timing(interval, ttl);
+    }
+
+    /// The next `n` device-code polls answer `slow_down`.
+    pub fn slow_down_next_polls(&self, n: u32) {
+        self.signer.login.slow_down_next_polls(n);
+    }
+
+    /// How many `refresh_token` grants succeeded so far.
+    pub fn refreshes_served(&self) -> u64 {
+        self.signer.login.refreshes_served()
+    }
+
+    /// Revokes every refresh token handed out so far.
+    pub fn revoke_all_refresh_tokens(&self) {
+        self.signer.login.revoke_all_refresh_tokens();
     }
 }
 

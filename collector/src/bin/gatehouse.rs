@@ -10,9 +10,11 @@ use std::time::Duration;
 
 /// Gatehouse command-line tool.
 ///
-/// This version can print its version, check a collector's health, act as kubectl's exec
-/// credential plugin from cached tokens (`gatehouse token`) and drop them (`gatehouse
-/// logout`). `gatehouse login`, approvals and audit search arrive in later versions.
+/// This version logs in to an OIDC issuer (`gatehouse login`: browser with PKCE, or the
+/// device flow), acts as kubectl's exec credential plugin from the cached tokens, refreshing
+/// them when they expire (`gatehouse token`), drops them (`gatehouse logout`), writes a
+/// kubeconfig (`gatehouse kubeconfig`) and checks a collector's health. Approvals and audit
+/// search arrive in later versions.
 #[derive(Debug, Parser)]
 #[command(name = "gatehouse", version, about, long_about)]
 struct Args {
@@ -31,12 +33,21 @@ enum Command {
         collector: String,
     },
     // --- login / kubectl exec plugin (issue 3, item 7) ---
+    /// Log in to the OIDC issuer and cache the ID and refresh tokens.
+    ///
+    /// By default opens a browser on the issuer's login page (authorization code with PKCE
+    /// S256); the issuer redirects back to a one-shot listener on 127.0.0.1. With --device
+    /// it prints a URL and a code to enter on any device instead (RFC 8628), for machines
+    /// without a browser.
+    Login(LoginArgs),
     /// kubectl exec credential plugin: print an ExecCredential with the cached ID token.
     ///
     /// kubectl runs this (see `users[].user.exec` in the kubeconfig). It answers in the
     /// apiVersion named by KUBERNETES_EXEC_INFO (v1 for kubectl >= 1.22, v1beta1 for
     /// older). Tokens are read from $XDG_CACHE_HOME/gatehouse (else ~/.cache/gatehouse).
-    /// When no valid token is cached it exits 1 with a hint to run `gatehouse login`.
+    /// An ID token within 30 s of expiry is renewed with the refresh token (one refresh
+    /// even when kubectl runs many of these at once). When no valid token can be had it
+    /// exits 1 with a hint to run `gatehouse login`.
     Token(IssuerArgs),
     /// Delete the cached tokens for an issuer and client id.
     Logout(IssuerArgs),
@@ -78,11 +89,57 @@ struct KubeconfigArgs {
 #[derive(Debug, clap::Args)]
 struct IssuerArgs {
     /// OIDC issuer URL (https://...).
-    #[arg(long, env = "GATEHOUSE_ISSUER_URL")]
+    #[arg(long, visible_alias = "issuer", env = "GATEHOUSE_ISSUER_URL")]
     issuer_url: String,
     /// OAuth client id registered at the issuer.
     #[arg(long, env = "GATEHOUSE_CLIENT_ID", default_value = "gatehouse")]
     client_id: String,
+    /// CA bundle (PEM) the issuer's certificate verifies against (default: the public
+    /// web roots).
+    #[arg(long, env = "GATEHOUSE_ISSUER_CA_FILE")]
+    issuer_ca_file: Option<std::path::PathBuf>,
+}
+
+impl IssuerArgs {
+    /// The issuer URL as tokens are cached under (no trailing slash).
+    fn issuer(&self) -> &str {
+        self.issuer_url.trim_end_matches('/')
+    }
+
+    /// The `gatehouse login` command line that fixes an expired or missing login.
+    fn login_hint(&self) -> String {
+        let ca = self
+            .issuer_ca_file
+            .as_ref()
+            .map(|p| format!(" --issuer-ca-file {}", p.display()))
+            .unwrap_or_default();
+        format!(
+            "run `gatehouse login --issuer-url {} --client-id {}{ca}`",
+            self.issuer(),
+            self.client_id
+        )
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct LoginArgs {
+    #[command(flatten)]
+    issuer: IssuerArgs,
+    /// Use the device flow: print a URL and code to enter on any device.
+    #[arg(long)]
+    device: bool,
+    /// Scopes to request (space-separated); offline_access asks for a refresh token.
+    #[arg(long, default_value = "openid offline_access email profile groups")]
+    scopes: String,
+    /// Do not start a browser; print the login URL to open by hand.
+    #[arg(long)]
+    no_browser: bool,
+    /// Program that opens the login URL (default: $BROWSER, else xdg-open / open).
+    #[arg(long, env = "GATEHOUSE_BROWSER")]
+    browser: Option<String>,
+    /// Seconds to wait for the login to complete.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
 }
 
 #[tokio::main]
@@ -93,9 +150,10 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status { collector } => status(&collector).await,
+        Command::Login(a) => login(&a).await,
         Command::Token(a) => {
             // kubectl shows the plugin's stderr verbatim: one clean line, no backtrace.
-            if let Err(e) = token(&a) {
+            if let Err(e) = token(&a).await {
                 eprintln!("{e:#}");
                 std::process::exit(1);
             }
@@ -109,8 +167,9 @@ async fn main() -> anyhow::Result<()> {
 /// Tokens closer than this to expiry are not handed to kubectl (clock skew, request time).
 const EXPIRY_SKEW_SECS: i64 = 30;
 
-fn token(a: &IssuerArgs) -> anyhow::Result<()> {
-    use gatehouse_collector::cli::{cache, exec_credential};
+async fn token(a: &IssuerArgs) -> anyhow::Result<()> {
+    use gatehouse_collector::cli::refresh::{TokenError, fresh_tokens};
+    use gatehouse_collector::cli::{cache, exec_credential, http, oidc};
     use std::io::IsTerminal;
     let info = exec_credential::parse_exec_info(
         std::env::var("KUBERNETES_EXEC_INFO").ok().as_deref(),
@@ -118,28 +177,80 @@ fn token(a: &IssuerArgs) -> anyhow::Result<()> {
         std::io::stdin().is_terminal(),
     )?;
     let cache = cache::TokenCache::new(cache::default_dir()?);
-    let hint = format!(
-        "run `gatehouse login --issuer-url {} --client-id {}`",
-        a.issuer_url, a.client_id
-    );
-    let Some(t) = cache.load(&a.issuer_url, &a.client_id)? else {
-        bail!("gatehouse: not logged in to {}: {hint}", a.issuer_url);
-    };
-    if !t.id_token_valid(
-        chrono::Utc::now(),
+    let client =
+        || http::IssuerClient::new(a.issuer_ca_file.as_deref()).map_err(oidc::OidcError::from);
+    let t = match fresh_tokens(
+        &cache,
+        a.issuer(),
+        &a.client_id,
         chrono::Duration::seconds(EXPIRY_SKEW_SECS),
-    ) {
-        // Refresh and interactive login are not implemented in this version.
-        bail!(
-            "gatehouse: the login to {} has expired: {hint}",
-            a.issuer_url
-        );
-    }
+        client,
+    )
+    .await
+    {
+        Ok(t) => t,
+        // Cache trouble has its own advice in the message.
+        Err(e @ TokenError::Cache(_)) => bail!("gatehouse: {e}"),
+        Err(e) => bail!("gatehouse: {e}: {}", a.login_hint()),
+    };
     println!(
         "{}",
         exec_credential::render(info.api_version, &t.id_token, t.expires_at)
     );
     Ok(())
+}
+
+async fn login(a: &LoginArgs) -> anyhow::Result<()> {
+    use gatehouse_collector::cli::login::{Browser, LoginParams, login_browser, login_device};
+    use gatehouse_collector::cli::{cache, http};
+    let cache = cache::TokenCache::new(cache::default_dir()?);
+    let client = http::IssuerClient::new(a.issuer.issuer_ca_file.as_deref())?;
+    let params = LoginParams {
+        issuer: a.issuer.issuer().to_string(),
+        client_id: a.issuer.client_id.clone(),
+        scopes: a.scopes.clone(),
+        timeout: Duration::from_secs(a.timeout),
+    };
+    let mut say = |line: &str| eprintln!("{line}");
+    let tokens = if a.device {
+        login_device(&client, &params, &mut say).await?
+    } else {
+        let browser = if a.no_browser {
+            Browser::Print
+        } else {
+            Browser::Open(a.browser.clone().unwrap_or_else(default_browser))
+        };
+        login_browser(&client, &params, &browser, &mut say).await?
+    };
+    cache.store(&tokens)?;
+    eprintln!(
+        "logged in to {} (client {}); the ID token expires at {}{}",
+        params.issuer,
+        params.client_id,
+        tokens
+            .expires_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        if tokens.refresh_token.is_some() {
+            " and is renewed automatically"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
+/// `$BROWSER`, else the desktop's URL opener.
+fn default_browser() -> String {
+    std::env::var("BROWSER")
+        .ok()
+        .filter(|b| !b.trim().is_empty())
+        .unwrap_or_else(|| {
+            if cfg!(target_os = "macos") {
+                "open".into()
+            } else {
+                "xdg-open".into()
+            }
+        })
 }
 
 fn kubeconfig(a: &KubeconfigArgs) -> anyhow::Result<()> {
@@ -150,8 +261,17 @@ fn kubeconfig(a: &KubeconfigArgs) -> anyhow::Result<()> {
     let entry = KubeconfigEntry {
         server: a.server.clone(),
         ca_file,
-        issuer_url: a.issuer.issuer_url.clone(),
+        issuer_url: a.issuer.issuer().to_string(),
         client_id: a.issuer.client_id.clone(),
+        issuer_ca_file: a
+            .issuer
+            .issuer_ca_file
+            .as_ref()
+            .map(|p| {
+                std::fs::canonicalize(p)
+                    .with_context(|| format!("--issuer-ca-file {}", p.display()))
+            })
+            .transpose()?,
         context_name: a.context_name.clone(),
         namespace: a.namespace.clone(),
         exec_api_version: format!("client.authentication.k8s.io/{}", a.exec_api_version),
@@ -182,7 +302,7 @@ fn kubeconfig(a: &KubeconfigArgs) -> anyhow::Result<()> {
 fn logout(a: &IssuerArgs) -> anyhow::Result<()> {
     use gatehouse_collector::cli::cache;
     let cache = cache::TokenCache::new(cache::default_dir()?);
-    if cache.remove(&a.issuer_url, &a.client_id)? {
+    if cache.remove(a.issuer(), &a.client_id)? {
         eprintln!("logged out of {} (client {})", a.issuer_url, a.client_id);
     } else {
         eprintln!(

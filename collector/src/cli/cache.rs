@@ -141,6 +141,25 @@ impl TokenCache {
         Ok(())
     }
 
+    /// Blocks until this process holds the exclusive lock for `issuer` + `client_id` (a
+    /// `flock` on a `.lock` file beside the tokens); released when the guard drops. Taken
+    /// around a refresh so concurrent kubectl invocations refresh once, not once each.
+    pub fn lock(&self, issuer: &str, client_id: &str) -> Result<CacheLock, CacheError> {
+        create_private_dir(&self.dir).map_err(|source| CacheError::Io {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let path = self.path_for(issuer, client_id).with_extension("lock");
+        let io = |source| CacheError::Io {
+            path: path.clone(),
+            source,
+        };
+        let file = open_lock_file(&path).map_err(io)?;
+        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, errno)| io(std::io::Error::from(errno)))?;
+        Ok(CacheLock { _lock: lock })
+    }
+
     /// Delete the cached tokens; `Ok(false)` when there were none.
     pub fn remove(&self, issuer: &str, client_id: &str) -> Result<bool, CacheError> {
         let path = self.path_for(issuer, client_id);
@@ -150,6 +169,23 @@ impl TokenCache {
             Err(source) => Err(CacheError::Io { path, source }),
         }
     }
+}
+
+/// Holds the refresh lock of one issuer + client until dropped.
+#[derive(Debug)]
+pub struct CacheLock {
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+fn open_lock_file(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
 }
 
 #[cfg(unix)]
@@ -239,6 +275,26 @@ mod tests {
         std::fs::write(cache.path_for("https://i", "c"), b"{not json")?;
         let err = cache.load("https://i", "c").err().map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.contains("corrupt")));
+        Ok(())
+    }
+
+    #[test]
+    fn lock_is_exclusive_between_holders() -> anyhow::Result<()> {
+        use nix::fcntl::{Flock, FlockArg};
+        let dir = tempfile::tempdir()?;
+        let cache = TokenCache::new(dir.path().join("g"));
+        let path = cache.path_for("https://i", "c").with_extension("lock");
+        let try_other = || {
+            let file = open_lock_file(&path)?;
+            Ok::<_, std::io::Error>(Flock::lock(file, FlockArg::LockExclusiveNonblock).is_ok())
+        };
+        let held = cache.lock("https://i", "c")?;
+        assert!(
+            !try_other()?,
+            "a second holder got the lock while it was held"
+        );
+        drop(held);
+        assert!(try_other()?, "the lock was not released on drop");
         Ok(())
     }
 

@@ -14,6 +14,8 @@ pub struct KubeconfigEntry {
     pub issuer_url: String,
     /// OAuth client id passed to `gatehouse token`.
     pub client_id: String,
+    /// CA bundle for the issuer passed to `gatehouse token` (for refreshes), if not public.
+    pub issuer_ca_file: Option<PathBuf>,
     /// Name used for the cluster, user and context entries.
     pub context_name: String,
     /// Default namespace of the context, if any.
@@ -43,6 +45,22 @@ pub fn kubectl_commands(e: &KubeconfigEntry) -> Vec<Vec<OsString>> {
     if let Some(ns) = &e.namespace {
         context.push(s(&format!("--namespace={ns}")));
     }
+    let mut user = vec![
+        s("config"),
+        s("set-credentials"),
+        s(name),
+        cmd,
+        s(&format!("--exec-api-version={}", e.exec_api_version)),
+        s("--exec-arg=token"),
+        s(&format!("--exec-arg=--issuer-url={}", e.issuer_url)),
+        s(&format!("--exec-arg=--client-id={}", e.client_id)),
+    ];
+    if let Some(ca) = &e.issuer_ca_file {
+        let mut arg = OsString::from("--exec-arg=--issuer-ca-file=");
+        arg.push(ca);
+        user.push(arg);
+    }
+    user.push(s("--exec-interactive-mode=IfAvailable"));
     vec![
         vec![
             s("config"),
@@ -52,17 +70,7 @@ pub fn kubectl_commands(e: &KubeconfigEntry) -> Vec<Vec<OsString>> {
             ca,
             s("--embed-certs=true"),
         ],
-        vec![
-            s("config"),
-            s("set-credentials"),
-            s(name),
-            cmd,
-            s(&format!("--exec-api-version={}", e.exec_api_version)),
-            s("--exec-arg=token"),
-            s(&format!("--exec-arg=--issuer-url={}", e.issuer_url)),
-            s(&format!("--exec-arg=--client-id={}", e.client_id)),
-            s("--exec-interactive-mode=IfAvailable"),
-        ],
+        user,
         context,
         vec![s("config"), s("use-context"), s(name)],
     ]
@@ -78,6 +86,7 @@ mod tests {
             ca_file: "/ca.pem".into(),
             issuer_url: "https://issuer".into(),
             client_id: "gatehouse".into(),
+            issuer_ca_file: Some("/issuer-ca.pem".into()),
             context_name: "gh".into(),
             namespace: ns.map(str::to_string),
             exec_api_version: "client.authentication.k8s.io/v1".into(),
@@ -97,6 +106,7 @@ mod tests {
             "--exec-arg=token",
             "--exec-arg=--issuer-url=https://issuer",
             "--exec-arg=--client-id=gatehouse",
+            "--exec-arg=--issuer-ca-file=/issuer-ca.pem",
             "--exec-interactive-mode=IfAvailable",
             "--exec-api-version=client.authentication.k8s.io/v1",
             "--server=https://127.0.0.1:6443",

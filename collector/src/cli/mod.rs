@@ -1,6 +1,12 @@
-//! Library modules behind the `gatehouse` user CLI (token cache, kubectl exec credential, kubeconfig).
+//! Library modules behind the `gatehouse` user CLI (login, token cache and refresh, kubectl
+//! exec credential, kubeconfig).
 
 pub mod cache;
 pub mod exec_credential;
+pub mod http;
 pub mod kubeconfig;
+pub mod login;
+pub mod loopback;
+pub mod oidc;
 pub mod pkce;
+pub mod refresh;
