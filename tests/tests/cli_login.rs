@@ -585,6 +585,49 @@ async fn issuer_refuses_wrong_verifier_reused_code_and_bad_requests() -> anyhow:
         assert_eq!(status, 400);
         assert!(headers.get("location").is_none());
     }
+
+    // Token endpoint and /device refuse what they do not know, as OAuth errors.
+    let token_url = format!("{base}/token");
+    for (form, error) in [
+        (
+            "grant_type=refresh_token&client_id=gatehouse&refresh_token=nope",
+            "invalid_grant",
+        ),
+        (
+            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Adevice_code&client_id=gatehouse&device_code=nope",
+            "invalid_grant",
+        ),
+        (
+            "grant_type=refresh_token&client_id=other&refresh_token=nope",
+            "invalid_client",
+        ),
+        (
+            "grant_type=client_credentials&client_id=gatehouse",
+            "unsupported_grant_type",
+        ),
+    ] {
+        let (status, _, body) = send(&b, http::Method::POST, &token_url, Some(form.into())).await?;
+        assert!(status.is_client_error(), "{form}: {status}");
+        let v: Value = serde_json::from_str(&body)?;
+        assert_eq!(v["error"], error, "{form}: {body}");
+    }
+    let device = format!("{base}/device");
+    let (status, _, body) = send(
+        &b,
+        http::Method::POST,
+        &device,
+        Some("user_code=BCDF-GHJK".into()),
+    )
+    .await?;
+    assert_eq!(status, 400, "{body}");
+    let (status, _, _) = send(
+        &b,
+        http::Method::POST,
+        &device,
+        Some("user_code=x&action=maybe".into()),
+    )
+    .await?;
+    assert_eq!(status, 400);
     Ok(())
 }
 

@@ -150,7 +150,14 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status { collector } => status(&collector).await,
-        Command::Login(a) => login(&a).await,
+        Command::Login(a) => {
+            // A failed login is a message for a person, not a backtrace.
+            if let Err(e) = login(&a).await {
+                eprintln!("gatehouse login: {e:#}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Token(a) => {
             // kubectl shows the plugin's stderr verbatim: one clean line, no backtrace.
             if let Err(e) = token(&a).await {
