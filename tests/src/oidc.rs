@@ -744,6 +744,30 @@ mod tests {
         assert_eq!(code, StatusCode::OK);
         let discovery: Value = serde_json::from_slice(&body)?;
         assert_eq!(discovery["issuer"], base);
+        assert_eq!(
+            discovery["code_challenge_methods_supported"],
+            json!(["S256"])
+        );
+        assert_eq!(
+            discovery["authorization_endpoint"],
+            format!("{base}/authorize")
+        );
+        assert_eq!(
+            discovery["device_authorization_endpoint"],
+            format!("{base}/device_authorization")
+        );
+        for grant in [
+            "authorization_code",
+            "refresh_token",
+            login::DEVICE_CODE_GRANT,
+        ] {
+            assert!(
+                discovery["grant_types_supported"]
+                    .as_array()
+                    .is_some_and(|g| g.iter().any(|v| v == grant)),
+                "{grant} not advertised"
+            );
+        }
         let jwks_uri = discovery["jwks_uri"]
             .as_str()
             .unwrap_or_default()

@@ -113,6 +113,7 @@ struct DeviceGrant {
 }
 
 struct Inner {
+    code_ttl: Duration,
     login_user: Option<String>,
     login_ttl: Duration,
     device_interval: Duration,
@@ -136,6 +137,7 @@ impl LoginState {
     pub fn new(login_user: Option<String>, login_ttl: Duration) -> Self {
         Self {
             inner: Mutex::new(Inner {
+                code_ttl: CODE_TTL,
                 login_user,
                 login_ttl,
                 device_interval: Duration::from_secs(5),
@@ -173,6 +175,11 @@ impl LoginState {
     /// Changes that lifetime for tokens issued from now on.
     pub fn set_login_ttl(&self, ttl: Duration) {
         self.lock().login_ttl = ttl;
+    }
+
+    /// Lifetime of authorization codes issued from now on (default [`CODE_TTL`]).
+    pub fn set_code_ttl(&self, ttl: Duration) {
+        self.lock().code_ttl = ttl;
     }
 
     /// Polling interval and lifetime of device codes issued from now on.
@@ -230,6 +237,7 @@ impl LoginState {
             );
         };
         let code = random_token(32);
+        let expires = Instant::now() + inner.code_ttl;
         inner.codes.insert(
             code.clone(),
             CodeGrant {
@@ -237,7 +245,7 @@ impl LoginState {
                 redirect_uri: req.redirect_uri.clone(),
                 challenge: req.code_challenge.clone(),
                 user,
-                expires: Instant::now() + CODE_TTL,
+                expires,
             },
         );
         AuthorizeOutcome::Code(code)
@@ -506,6 +514,13 @@ mod tests {
         )
     }
 
+    fn new_code(state: &LoginState) -> Result<String, GrantError> {
+        match authorize(state, "http://127.0.0.1:1/cb") {
+            AuthorizeOutcome::Code(c) => Ok(c),
+            other => Err(err("test", format!("no code: {other:?}"))),
+        }
+    }
+
     #[test]
     fn loopback_redirects_only() {
         assert!(is_loopback_http("http://127.0.0.1:5000/callback"));
@@ -518,11 +533,9 @@ mod tests {
     }
 
     #[test]
-    fn code_is_single_use_and_bound_to_verifier() {
+    fn code_is_single_use_and_bound_to_verifier() -> Result<(), GrantError> {
         let s = LoginState::new(Some("alice".into()), Duration::from_secs(60));
-        let AuthorizeOutcome::Code(code) = authorize(&s, "http://127.0.0.1:1/cb") else {
-            panic!("no code");
-        };
+        let code = new_code(&s)?;
         let wrong = "x".repeat(43);
         assert_eq!(
             s.redeem_code(&code, "gatehouse", "http://127.0.0.1:1/cb", &wrong)
@@ -532,19 +545,59 @@ mod tests {
         // Spent by the failed attempt.
         let again = s.redeem_code(&code, "gatehouse", "http://127.0.0.1:1/cb", VERIFIER);
         assert!(again.is_err_and(|e| e.description.contains("already used")));
-        let AuthorizeOutcome::Code(code) = authorize(&s, "http://127.0.0.1:1/cb") else {
-            panic!("no code");
-        };
+        let code = new_code(&s)?;
         let ok = s.redeem_code(&code, "gatehouse", "http://127.0.0.1:1/cb", VERIFIER);
         assert!(ok.is_ok_and(|g| g.user == "alice"));
+        Ok(())
+    }
+
+    #[test]
+    fn expired_code_is_refused() -> Result<(), GrantError> {
+        let s = LoginState::new(Some("alice".into()), Duration::from_secs(60));
+        s.set_code_ttl(Duration::ZERO);
+        let code = new_code(&s)?;
+        let r = s.redeem_code(&code, "gatehouse", "http://127.0.0.1:1/cb", VERIFIER);
+        assert!(r.is_err_and(|e| e.description.contains("expired")));
+        Ok(())
+    }
+
+    #[test]
+    fn code_is_bound_to_client_and_redirect_uri() -> Result<(), GrantError> {
+        let s = LoginState::new(Some("alice".into()), Duration::from_secs(60));
+        for (client, redirect) in [
+            ("other", "http://127.0.0.1:1/cb"),
+            ("gatehouse", "http://127.0.0.1:2/cb"),
+        ] {
+            let code = new_code(&s)?;
+            assert!(s.redeem_code(&code, client, redirect, VERIFIER).is_err());
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn no_login_user_or_no_pkce_redirects_with_an_error() {
+        let s = LoginState::new(None, Duration::from_secs(60));
+        assert!(matches!(
+            authorize(&s, "http://127.0.0.1:1/cb"),
+            AuthorizeOutcome::RedirectError("access_denied", _)
+        ));
+        let plain = AuthorizeRequest {
+            response_type: "code".into(),
+            client_id: "gatehouse".into(),
+            redirect_uri: "http://127.0.0.1:1/cb".into(),
+            code_challenge: VERIFIER.into(),
+            code_challenge_method: "plain".into(),
+        };
+        assert!(matches!(
+            s.authorize(&plain, "gatehouse"),
+            AuthorizeOutcome::RedirectError("invalid_request", _)
+        ));
     }
 
     #[test]
     fn refresh_rotates_and_replay_revokes_family() -> Result<(), GrantError> {
         let s = LoginState::new(Some("alice".into()), Duration::from_secs(60));
-        let AuthorizeOutcome::Code(code) = authorize(&s, "http://127.0.0.1:1/cb") else {
-            panic!("no code");
-        };
+        let code = new_code(&s)?;
         let first = s.redeem_code(&code, "gatehouse", "http://127.0.0.1:1/cb", VERIFIER)?;
         let second = s.refresh(&first.refresh_token, "gatehouse")?;
         assert_ne!(first.refresh_token, second.refresh_token);
