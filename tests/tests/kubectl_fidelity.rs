@@ -621,10 +621,17 @@ async fn exec_interactive_tty(v: Version) -> anyhow::Result<()> {
     fx.running_pod("team-a", "box", "sleep 3600").await?;
     let k = fx.kubectl()?;
     let mut pty = k.spawn_in_pty(&["exec", "-it", "box", "-n", "team-a", "--", "sh"])?;
-    pty.send(b"echo answer=$((6*7)); stty size\r")?;
+    pty.send(b"echo answer=$((6*7))\r")?;
     pty.wait_for("answer=42", WAIT).await?;
     // kubectl sends the terminal size on the resize channel: the remote shell sees it.
-    pty.wait_for("40 120", WAIT).await?;
+    // It travels apart from stdin (kubectl copies stdin and sends resizes from separate
+    // goroutines, and the runtime applies them separately, as kubelet does), so nothing
+    // orders it before the shell's first commands: the shell waits for the size rather
+    // than reading it once (reading it once was this test's flake).
+    pty.send(
+        b"until [ \"$(stty size)\" = '40 120' ]; do sleep 0.1; done; echo size=$(stty size)\r",
+    )?;
+    pty.wait_for("size=40 120", WAIT).await?;
     pty.send(b"exit 0\r")?;
     assert_eq!(pty.wait_exit(WAIT).await?, 0, "{}", pty.screen());
     fx.stop().await;
