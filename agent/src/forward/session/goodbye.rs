@@ -320,12 +320,12 @@ impl Observe for FrameCursor {
 /// decoded; DATA payloads are skipped unread. A no-op for WebSocket.
 #[derive(Debug)]
 pub(crate) struct ClientFrames {
-    spdy: bool,
+    /// `None` for WebSocket (nothing to follow; no inflate context allocated).
+    decoder: Option<Decoder>,
     head: [u8; 8],
     have: usize,
     payload_left: usize,
     control: Option<Vec<u8>>,
-    decoder: Decoder,
     streams: Vec<u32>,
     error_stream: Option<u32>,
     lost: bool,
@@ -334,12 +334,11 @@ pub(crate) struct ClientFrames {
 impl ClientFrames {
     fn new(spdy: bool) -> Self {
         Self {
-            spdy,
+            decoder: spdy.then(Decoder::new),
             head: [0; 8],
             have: 0,
             payload_left: 0,
             control: None,
-            decoder: Decoder::new(),
             streams: Vec::new(),
             error_stream: None,
             lost: false,
@@ -347,13 +346,13 @@ impl ClientFrames {
     }
 
     fn control_done(&mut self) {
-        let Some(frame) = self.control.take() else {
+        let (Some(frame), Some(decoder)) = (self.control.take(), self.decoder.as_mut()) else {
             return;
         };
         // Every control frame goes through the decoder, in order, so its inflate context
         // stays in step with kubectl's deflate context.
-        self.decoder.feed(&frame);
-        match self.decoder.next_frame() {
+        decoder.feed(&frame);
+        match decoder.next_frame() {
             Ok(Some(Frame::SynStream {
                 stream_id, headers, ..
             })) => {
@@ -373,7 +372,7 @@ impl ClientFrames {
 
 impl Observe for ClientFrames {
     fn observe(&mut self, mut data: &[u8]) {
-        if !self.spdy {
+        if self.decoder.is_none() {
             return;
         }
         while !data.is_empty() && !self.lost {
