@@ -919,6 +919,35 @@ async fn open_exec_session_is_ended_by_agent_shutdown(v: Version) -> anyhow::Res
     Ok(())
 }
 
+/// The same with `exec -it` on a terminal (stdin and a TTY; kubectl in raw mode): kubectl
+/// restores the terminal, prints the agent's reason and exits non-zero.
+async fn open_tty_session_is_told_why_the_agent_ends_it(v: Version) -> anyhow::Result<()> {
+    let mut fx = Fixture::start(v).await?;
+    fx.running_pod("team-a", "box", "sleep 3600").await?;
+    let k = fx.kubectl()?;
+    let mut pty = k.spawn_in_pty(&["exec", "-it", "box", "-n", "team-a", "--", "sh"])?;
+    pty.send(b"echo answer=$((6*7))\r")?;
+    pty.wait_for("answer=42", WAIT).await?;
+    let Backend::Agent(stack) = &mut fx.backend else {
+        anyhow::bail!("this scenario needs the agent");
+    };
+    let pid = stack.agent.pid().context("agent is running")?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid)?),
+        nix::sys::signal::Signal::SIGTERM,
+    )?;
+    pty.wait_for(
+        "error: gateway restarting: the Gatehouse agent ended this session",
+        WAIT,
+    )
+    .await?;
+    let code = pty.wait_exit(WAIT).await?;
+    assert_ne!(code, 0, "{}", pty.screen());
+    stack.agent.wait_exit(WAIT).await?;
+    fx.stop().await;
+    Ok(())
+}
+
 macro_rules! for_both_kubectls {
     ($module:ident, $via_agent:expr, $($name:ident),* $(,)?) => {
         mod $module {
@@ -987,4 +1016,5 @@ for_both_kubectls!(
     port_forward_reaches_pod_port,
     quiet_watch_outlives_agent_timers,
     open_exec_session_is_ended_by_agent_shutdown,
+    open_tty_session_is_told_why_the_agent_ends_it,
 );
