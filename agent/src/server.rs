@@ -21,6 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
+// --- first bytes (H): bound the wait for the first request or h2 preface ---
+mod first_bytes;
+
 /// Errors that stop the agent.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -213,6 +216,7 @@ pub async fn serve_with_metrics(
         let (tls, proxy, builder) = (tls.clone(), proxy.clone(), builder.clone());
         let watcher = graceful.watcher();
         let handshake_timeout = config.tls_handshake_timeout;
+        let first_bytes_timeout = limits.header_read_timeout;
         let metrics = metrics.clone();
         tokio::spawn(async move {
             let _slot = slot;
@@ -236,6 +240,15 @@ pub async fn serve_with_metrics(
                 }
             };
             let cert_identity = client_cert_identity(&stream, peer);
+            let mut stream = stream;
+            let stream =
+                match first_bytes::read_version_prefix(&mut stream, first_bytes_timeout).await {
+                    Ok(prefix) => first_bytes::Prefixed::new(prefix, stream),
+                    Err(err) => {
+                        tracing::debug!(peer = %peer, error = %err, "dropping connection");
+                        return;
+                    }
+                };
             let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                 let proxy = proxy.clone();
                 if let Some(identity) = &cert_identity {

@@ -621,10 +621,17 @@ async fn exec_interactive_tty(v: Version) -> anyhow::Result<()> {
     fx.running_pod("team-a", "box", "sleep 3600").await?;
     let k = fx.kubectl()?;
     let mut pty = k.spawn_in_pty(&["exec", "-it", "box", "-n", "team-a", "--", "sh"])?;
-    pty.send(b"echo answer=$((6*7)); stty size\r")?;
+    pty.send(b"echo answer=$((6*7))\r")?;
     pty.wait_for("answer=42", WAIT).await?;
     // kubectl sends the terminal size on the resize channel: the remote shell sees it.
-    pty.wait_for("40 120", WAIT).await?;
+    // It travels apart from stdin (kubectl copies stdin and sends resizes from separate
+    // goroutines, and the runtime applies them separately, as kubelet does), so nothing
+    // orders it before the shell's first commands: the shell waits for the size rather
+    // than reading it once (reading it once was this test's flake).
+    pty.send(
+        b"until [ \"$(stty size)\" = '40 120' ]; do sleep 0.1; done; echo size=$(stty size)\r",
+    )?;
+    pty.wait_for("size=40 120", WAIT).await?;
     pty.send(b"exit 0\r")?;
     assert_eq!(pty.wait_exit(WAIT).await?, 0, "{}", pty.screen());
     fx.stop().await;
@@ -856,13 +863,11 @@ async fn quiet_watch_outlives_agent_timers(v: Version) -> anyhow::Result<()> {
 }
 
 /// An exec session open when the agent is told to stop is tracked by the drain: the agent
-/// waits for it up to `--drain-timeout` (2 s in the stack), then ends it itself, and
-/// kubectl sees its session end instead of hanging.
+/// waits for it up to `--drain-timeout` (2 s in the stack), then ends it itself and tells
+/// kubectl why on the error channel (WebSocket channel 3 for 1.32, the SPDY error stream
+/// for 1.20): kubectl exits non-zero and prints the agent's message instead of hanging.
 async fn open_exec_session_is_ended_by_agent_shutdown(v: Version) -> anyhow::Result<()> {
-    let fx = Fixture::start(v).await?;
-    let Backend::Agent(stack) = &fx.backend else {
-        anyhow::bail!("this scenario needs the agent");
-    };
+    let mut fx = Fixture::start(v).await?;
     fx.running_pod("team-a", "box", "sleep 3600").await?;
     let k = fx.kubectl()?;
     let mut exec = k.spawn(&[
@@ -876,28 +881,69 @@ async fn open_exec_session_is_ended_by_agent_shutdown(v: Version) -> anyhow::Res
         "echo started; sleep 3600",
     ])?;
     exec.wait_line(WAIT, |l| l == "started").await?;
+    let Backend::Agent(stack) = &mut fx.backend else {
+        anyhow::bail!("this scenario needs the agent");
+    };
     let pid = stack.agent.pid().context("agent is running")?;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(pid)?),
         nix::sys::signal::Signal::SIGTERM,
     )?;
     let code = exec.wait_exit(WAIT).await?;
-    // kubectl 1.32 (WebSocket) reports the cut connection as a failure; kubectl 1.20 (SPDY)
-    // treats a closed connection without an error stream message as a normal end.
-    if matches!(v.kubectl, KubectlVersion::V1_32) {
-        assert_ne!(code, 0, "an exec ended by the agent is not a success");
-    }
+    // kubectl can exit before the agent has logged the session's end: read the log once
+    // the agent is gone.
+    let exit = stack.agent.wait_exit(WAIT).await?;
     let log = std::fs::read_to_string(&stack.agent.log_path)?;
+    let stderr = exec.stderr();
+    assert_ne!(
+        code, 0,
+        "an exec ended by the agent is not a success: {stderr}"
+    );
+    assert!(
+        stderr.contains("error: gateway restarting: the Gatehouse agent ended this session"),
+        "kubectl did not print the agent's reason; stderr:\n{stderr}\nagent log:\n{}",
+        stack.agent.log_tail()
+    );
+    assert!(exit.success(), "agent exit after SIGTERM: {exit}");
     assert!(
         log.contains("ending open sessions"),
         "agent did not end the open session itself:\n{}",
         stack.agent.log_tail()
     );
     assert!(
-        log.contains("agent_shutdown"),
+        log.contains("end_reason=agent_shutdown"),
         "session end reason missing:\n{}",
         stack.agent.log_tail()
     );
+    fx.stop().await;
+    Ok(())
+}
+
+/// The same with `exec -it` on a terminal (stdin and a TTY; kubectl in raw mode): kubectl
+/// restores the terminal, prints the agent's reason and exits non-zero.
+async fn open_tty_session_is_told_why_the_agent_ends_it(v: Version) -> anyhow::Result<()> {
+    let mut fx = Fixture::start(v).await?;
+    fx.running_pod("team-a", "box", "sleep 3600").await?;
+    let k = fx.kubectl()?;
+    let mut pty = k.spawn_in_pty(&["exec", "-it", "box", "-n", "team-a", "--", "sh"])?;
+    pty.send(b"echo answer=$((6*7))\r")?;
+    pty.wait_for("answer=42", WAIT).await?;
+    let Backend::Agent(stack) = &mut fx.backend else {
+        anyhow::bail!("this scenario needs the agent");
+    };
+    let pid = stack.agent.pid().context("agent is running")?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid)?),
+        nix::sys::signal::Signal::SIGTERM,
+    )?;
+    pty.wait_for(
+        "error: gateway restarting: the Gatehouse agent ended this session",
+        WAIT,
+    )
+    .await?;
+    let code = pty.wait_exit(WAIT).await?;
+    assert_ne!(code, 0, "{}", pty.screen());
+    stack.agent.wait_exit(WAIT).await?;
     fx.stop().await;
     Ok(())
 }
@@ -970,4 +1016,5 @@ for_both_kubectls!(
     port_forward_reaches_pod_port,
     quiet_watch_outlives_agent_timers,
     open_exec_session_is_ended_by_agent_shutdown,
+    open_tty_session_is_told_why_the_agent_ends_it,
 );

@@ -1,6 +1,11 @@
 //! Upgraded sessions after the 101: the byte relay with its tap and counters, the one
 //! `SessionEnd` audit event per session, and the registry that lets shutdown drain them.
 
+mod goodbye;
+
+pub(crate) use goodbye::Goodbye;
+use goodbye::Observe;
+
 use super::tap::{StreamTap, TapError};
 use crate::audit::sink::AuditSink;
 use gatehouse_common::audit::{AuditEvent, SessionEndEvent};
@@ -18,6 +23,10 @@ const CHUNK: usize = 16 * 1024;
 /// After the API server has closed its side, how long kubectl gets to close its own before
 /// the agent drops the connection (kubectl answers a close at once; this bounds a stuck one).
 const CLIENT_LINGER: Duration = Duration::from_secs(5);
+
+/// At shutdown, how long a session gets to finish the frame in flight, tell kubectl why it
+/// ends and see kubectl close (kubectl closes as soon as it has read the message).
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the request path knows when an upgrade request arrives (see CONTRACTS.md).
 pub struct SessionStart {
@@ -90,7 +99,7 @@ impl Sessions {
             "drain deadline reached; ending open sessions"
         );
         self.shutdown.cancel();
-        // Cancelled relays only drop their streams and emit their event: this is quick.
+        // Cancelled relays tell kubectl why, bounded by GOODBYE_TIMEOUT, and emit their event.
         self.tracker.wait().await;
         remaining
     }
@@ -191,52 +200,185 @@ enum Direction {
     UpstreamToClient,
 }
 
+/// One direction's relay buffer and the part of it read but not yet written, kept outside
+/// the copy future so that, when shutdown drops that future, the goodbye knows exactly
+/// which bytes kubectl has received.
+struct Pipe {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Pipe {
+    fn new() -> Self {
+        Self {
+            buf: vec![0u8; CHUNK],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    fn pending(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+}
+
 /// Copies one direction chunk by chunk (tap, write, flush, count) until EOF, then
 /// half-closes the writer so the other side sees EOF while the reverse direction goes on
-/// (kubectl cp ends stdin and still reads the tar stream back).
-async fn pump<R, W>(
-    mut from: R,
-    mut to: W,
+/// (kubectl cp ends stdin and still reads the tar stream back). Cancel-safe: a read or a
+/// write that did not complete moved no bytes, and `pipe` and `observer` always describe
+/// what was written.
+async fn pump<R, W, O>(
+    from: &mut R,
+    to: &mut W,
+    pipe: &mut Pipe,
+    observer: &mut O,
     guard: &EndGuard,
     direction: Direction,
 ) -> Result<(), String>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
+    O: Observe,
 {
     let (read_side, write_side) = match direction {
         Direction::ClientToUpstream => ("client", "upstream"),
         Direction::UpstreamToClient => ("upstream", "client"),
     };
-    let mut buf = vec![0u8; CHUNK];
     loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => n,
-            // Peers commonly close TLS without close_notify: an ordinary end of stream.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-            Err(e) => return Err(format!("{read_side}_error: {e}")),
-        };
-        let chunk = &buf[..n];
-        guard.tap(direction, chunk)?;
-        to.write_all(chunk)
+        if pipe.pending().is_empty() {
+            let n = match from.read(&mut pipe.buf).await {
+                Ok(0) => break,
+                Ok(n) => n,
+                // Peers commonly close TLS without close_notify: an ordinary end of stream.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                Err(e) => return Err(format!("{read_side}_error: {e}")),
+            };
+            guard.tap(direction, &pipe.buf[..n])?;
+            (pipe.start, pipe.end) = (0, n);
+        }
+        write_pending(to, pipe, observer, guard, direction, usize::MAX)
             .await
             .map_err(|e| format!("{write_side}_error: {e}"))?;
         to.flush()
             .await
             .map_err(|e| format!("{write_side}_error: {e}"))?;
-        guard
-            .counter(direction)
-            .fetch_add(n as u64, Ordering::Relaxed);
     }
     // The peer may already be gone; the other direction reports that if it matters.
     let _ = to.shutdown().await;
     Ok(())
 }
 
+/// Writes up to `limit` pending bytes of `pipe`, observing and counting what was written.
+async fn write_pending<W, O>(
+    to: &mut W,
+    pipe: &mut Pipe,
+    observer: &mut O,
+    guard: &EndGuard,
+    direction: Direction,
+    limit: usize,
+) -> std::io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+    O: Observe,
+{
+    let stop = pipe.end.min(pipe.start.saturating_add(limit));
+    while pipe.start < stop {
+        let n = to.write(&pipe.buf[pipe.start..stop]).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        observer.observe(&pipe.buf[pipe.start..pipe.start + n]);
+        guard
+            .counter(direction)
+            .fetch_add(n as u64, Ordering::Relaxed);
+        pipe.start += n;
+    }
+    Ok(())
+}
+
+/// The upgraded connection's two directions and the relay state the goodbye needs.
+struct Halves<CR, CW, UR> {
+    client_r: CR,
+    client_w: CW,
+    upstream_r: UR,
+    to_client: Pipe,
+}
+
+/// At shutdown: finishes the API server's frame in flight, writes the goodbye (error
+/// channel message, close), closes kubectl's side and lets kubectl close its own, all
+/// within [`GOODBYE_TIMEOUT`]. Returns whether the goodbye was written.
+async fn say_goodbye<CR, CW, UR>(
+    halves: &mut Halves<CR, CW, UR>,
+    goodbye: &mut Goodbye,
+    guard: &EndGuard,
+) -> bool
+where
+    CR: AsyncRead + Unpin,
+    CW: AsyncWrite + Unpin,
+    UR: AsyncRead + Unpin,
+{
+    let lingered = async {
+        let written = matches!(write_farewell(halves, goodbye, guard).await, Ok(true));
+        let _ = halves.client_w.shutdown().await;
+        // Closing with kubectl's bytes unread would reset the connection and could destroy
+        // the goodbye before kubectl reads it: read until kubectl closes.
+        let mut sink = vec![0u8; 4096];
+        while matches!(halves.client_r.read(&mut sink).await, Ok(n) if n > 0) {}
+        written
+    };
+    tokio::time::timeout(GOODBYE_TIMEOUT, lingered)
+        .await
+        .unwrap_or(false)
+}
+
+/// Completes the API server's current frame (the goodbye goes between frames), then
+/// writes the goodbye. `Ok(false)` if it could not be said.
+async fn write_farewell<CR, CW, UR>(
+    halves: &mut Halves<CR, CW, UR>,
+    goodbye: &mut Goodbye,
+    guard: &EndGuard,
+) -> std::io::Result<bool>
+where
+    CW: AsyncWrite + Unpin,
+    UR: AsyncRead + Unpin,
+{
+    let dir = Direction::UpstreamToClient;
+    while !goodbye.upstream.at_frame_boundary() && !goodbye.upstream.is_lost() {
+        let want = usize::try_from(goodbye.upstream.bytes_to_boundary()).unwrap_or(CHUNK);
+        let pipe = &mut halves.to_client;
+        if pipe.pending().is_empty() {
+            let n = halves
+                .upstream_r
+                .read(&mut pipe.buf[..want.min(CHUNK)])
+                .await?;
+            if n == 0 || guard.tap(dir, &pipe.buf[..n]).is_err() {
+                return Ok(false);
+            }
+            (pipe.start, pipe.end) = (0, n);
+        }
+        write_pending(
+            &mut halves.client_w,
+            pipe,
+            &mut goodbye.upstream,
+            guard,
+            dir,
+            want,
+        )
+        .await?;
+    }
+    let Some(farewell) = goodbye.farewell(goodbye::SHUTDOWN_MESSAGE) else {
+        return Ok(false);
+    };
+    halves.client_w.write_all(&farewell).await?;
+    halves.client_w.flush().await?;
+    Ok(true)
+}
+
 /// Relays one session between kubectl's upgraded connection and the API server's until
-/// both sides are done, an error or the tap ends it, or `shutdown` fires; then emits the
-/// session's `SessionEnd`. Returns the end reason.
+/// both sides are done, an error or the tap ends it, or `shutdown` fires (then kubectl is
+/// told why, see [`goodbye`]); then emits the session's `SessionEnd`. Returns the end
+/// reason.
 pub(crate) async fn relay_streams<C, U>(
     client: C,
     upstream: U,
@@ -244,17 +386,43 @@ pub(crate) async fn relay_streams<C, U>(
     protocol: String,
     request_id: String,
     shutdown: CancellationToken,
+    mut goodbye: Option<Goodbye>,
 ) -> String
 where
     C: AsyncRead + AsyncWrite + Send,
     U: AsyncRead + AsyncWrite + Send,
 {
     let mut guard = EndGuard::new(start, protocol, request_id);
+    let (client_r, client_w) = tokio::io::split(client);
+    let (upstream_r, mut upstream_w) = tokio::io::split(upstream);
+    let mut halves = Halves {
+        client_r,
+        client_w,
+        upstream_r,
+        to_client: Pipe::new(),
+    };
+    let mut to_upstream = Pipe::new();
     let reason = {
-        let (client_r, client_w) = tokio::io::split(client);
-        let (upstream_r, upstream_w) = tokio::io::split(upstream);
-        let c2u = pump(client_r, upstream_w, &guard, Direction::ClientToUpstream);
-        let u2c = pump(upstream_r, client_w, &guard, Direction::UpstreamToClient);
+        let (mut seen_from_client, mut seen_to_client) = match goodbye.as_mut() {
+            Some(g) => (Some(&mut g.client), Some(&mut g.upstream)),
+            None => (None, None),
+        };
+        let c2u = pump(
+            &mut halves.client_r,
+            &mut upstream_w,
+            &mut to_upstream,
+            &mut seen_from_client,
+            &guard,
+            Direction::ClientToUpstream,
+        );
+        let u2c = pump(
+            &mut halves.upstream_r,
+            &mut halves.client_w,
+            &mut halves.to_client,
+            &mut seen_to_client,
+            &guard,
+            Direction::UpstreamToClient,
+        );
         tokio::pin!(c2u, u2c);
         let (mut client_done, mut upstream_done) = (false, false);
         loop {
@@ -281,6 +449,12 @@ where
             }
         }
     };
+    if reason == "agent_shutdown"
+        && let Some(goodbye) = goodbye.as_mut()
+    {
+        let told = say_goodbye(&mut halves, goodbye, &guard).await;
+        tracing::debug!(told, "goodbye to the client of a session ended by shutdown");
+    }
     guard.finish(&reason);
     reason
 }
@@ -379,6 +553,7 @@ mod tests {
             "v5.channel.k8s.io".into(),
             "r1".into(),
             shutdown,
+            None,
         ));
         (kubectl, apiserver, task)
     }
@@ -522,6 +697,7 @@ mod tests {
                 String::new(),
                 id.into(),
                 sessions.shutdown_token(),
+                None,
             ));
             pipes.push((kubectl, apiserver));
         }
@@ -546,6 +722,72 @@ mod tests {
         let (mut stuck_kubectl, _api) = pipes.remove(0);
         let mut rest = Vec::new();
         bounded(stuck_kubectl.read_to_end(&mut rest)).await?;
+        Ok(())
+    }
+
+    /// At shutdown the relay completes the API server's frame in flight, then kubectl gets
+    /// the error-channel message and a close, and the session still ends `agent_shutdown`.
+    #[tokio::test]
+    async fn shutdown_finishes_the_frame_in_flight_then_says_goodbye() -> anyhow::Result<()> {
+        let mut upgrade = HeaderMap::new();
+        upgrade.insert("upgrade", "websocket".parse()?);
+        upgrade.insert("sec-websocket-protocol", "v5.channel.k8s.io".parse()?);
+        let goodbye = Goodbye::for_upgrade(&upgrade);
+        assert!(goodbye.is_some());
+        let sink = Arc::new(Collect::default());
+        let shutdown = CancellationToken::new();
+        let (mut kubectl, agent_client_side) = duplex(64);
+        let (agent_upstream_side, mut apiserver) = duplex(64);
+        let task = tokio::spawn(relay_streams(
+            agent_client_side,
+            agent_upstream_side,
+            Some(start(&sink, None)),
+            "v5.channel.k8s.io".into(),
+            "r1".into(),
+            shutdown.clone(),
+            goodbye,
+        ));
+        // A binary stdout frame of 130 bytes (16-bit length); only its start is sent.
+        let mut frame = vec![0x82, 126, 0, 130, 1];
+        frame.extend_from_slice(&[b'x'; 129]);
+        apiserver.write_all(&frame[..20]).await?;
+        let mut got = vec![0u8; 20];
+        bounded(kubectl.read_exact(&mut got)).await?;
+        shutdown.cancel();
+        // The rest of the frame arrives after the shutdown and is still relayed.
+        apiserver.write_all(&frame[20..]).await?;
+        let reader = tokio::spawn(async move {
+            let mut rest = Vec::new();
+            kubectl.read_to_end(&mut rest).await?;
+            // kubectl answers the close by closing its side.
+            drop(kubectl);
+            Ok::<_, std::io::Error>(rest)
+        });
+        let rest = bounded(reader).await??;
+        assert_eq!(
+            rest[..frame.len() - 20],
+            frame[20..],
+            "frame in flight completed"
+        );
+        let goodbye = &rest[frame.len() - 20..];
+        assert_eq!(goodbye[0], 0x82, "a final binary frame");
+        // The Status is longer than 125 bytes: a 16-bit length follows.
+        assert_eq!(goodbye[1], 126);
+        let len = usize::from(u16::from_be_bytes([goodbye[2], goodbye[3]]));
+        assert_eq!(goodbye[4], 3, "on the error channel");
+        let status: serde_json::Value = serde_json::from_slice(&goodbye[5..4 + len])?;
+        assert_eq!(status["status"], "Failure");
+        assert_eq!(status["message"], goodbye::SHUTDOWN_MESSAGE);
+        assert_eq!(goodbye[4 + len], 0x88, "then a close frame");
+        assert_eq!(bounded(task).await?, "agent_shutdown");
+        let events = sink.events();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].end_reason, "agent_shutdown");
+        assert_eq!(
+            events[0].bytes_to_client,
+            frame.len() as u64,
+            "upstream bytes only"
+        );
         Ok(())
     }
 

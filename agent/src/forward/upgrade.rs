@@ -39,6 +39,7 @@ pub fn relay(
 ) -> Response<Body> {
     let upstream_upgrade = hyper::upgrade::on(&mut upstream);
     let protocol = negotiated_protocol(upstream.headers());
+    let goodbye = session::Goodbye::for_upgrade(upstream.headers());
     let shutdown = sessions.shutdown_token();
     sessions.spawn(async move {
         let joined = tokio::select! {
@@ -63,6 +64,7 @@ pub fn relay(
             protocol,
             request_id,
             shutdown,
+            goodbye,
         )
         .await;
     });

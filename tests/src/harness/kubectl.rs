@@ -170,9 +170,10 @@ impl Kubectl {
                 }
             });
         }
+        let mut stderr_reader = None;
         if let Some(err) = child.stderr.take() {
             let sink = stderr.clone();
-            tokio::spawn(async move {
+            stderr_reader = Some(tokio::spawn(async move {
                 let mut lines = BufReader::new(err).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
                     if let Ok(mut s) = sink.lock() {
@@ -180,13 +181,14 @@ impl Kubectl {
                         s.push('\n');
                     }
                 }
-            });
+            }));
         }
         Ok(Running {
             child,
             lines: rx,
             seen: Vec::new(),
             stderr,
+            stderr_reader,
         })
     }
 
@@ -203,6 +205,8 @@ pub struct Running {
     lines: tokio::sync::mpsc::UnboundedReceiver<String>,
     seen: Vec<String>,
     stderr: Arc<Mutex<String>>,
+    /// Ends when kubectl's stderr is closed and fully read.
+    stderr_reader: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -246,11 +250,17 @@ impl Running {
         self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
-    /// Waits for kubectl to exit by itself; returns its exit code.
+    /// Waits for kubectl to exit by itself; returns its exit code. Also waits (within
+    /// `timeout`) until its stderr is read to the end, so [`Running::stderr`] then holds
+    /// everything it printed, last line included.
     pub async fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<i32> {
-        let status = tokio::time::timeout(timeout, self.child.wait())
+        let deadline = tokio::time::Instant::now() + timeout;
+        let status = tokio::time::timeout_at(deadline, self.child.wait())
             .await
             .map_err(|_| anyhow::anyhow!("kubectl still running after {timeout:?}"))??;
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = tokio::time::timeout_at(deadline, reader).await;
+        }
         Ok(status.code().unwrap_or(-1))
     }
 

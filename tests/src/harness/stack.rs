@@ -160,6 +160,19 @@ impl ChildProcess {
         Ok(())
     }
 
+    // --- hostile inputs / shutdown (H) ---
+    /// Waits up to `timeout` for the process to exit by itself (e.g. after a SIGTERM the
+    /// test sent), so that everything it logs on the way out is in its log file.
+    pub async fn wait_exit(
+        &mut self,
+        timeout: Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .map_err(|_| anyhow::anyhow!("{} still running after {timeout:?}", self.name))?
+            .with_context(|| format!("waiting for {}", self.name))
+    }
+
     /// SIGTERM, wait up to [`STOP_GRACE`], then SIGKILL.
     pub async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
