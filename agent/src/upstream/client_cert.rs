@@ -1,0 +1,189 @@
+//! The agent's TLS client certificate for the API server (mTLS): a certificate chain and
+//! key from PEM files or inline PEM (kubeconfig `client-certificate(-data)`,
+//! `client-key(-data)`), checked to belong together when the agent starts.
+
+use super::UpstreamError;
+use super::credential::ClientIdentity;
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::{Path, PathBuf};
+
+/// Where a PEM blob comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pem {
+    /// A file (read when the upstream client is built).
+    File(PathBuf),
+    /// Inline bytes (decoded `*-data`), with a name for error messages.
+    Inline {
+        /// The PEM text.
+        bytes: Vec<u8>,
+        /// Where it was found, e.g. `kubeconfig user "agent" client-key-data`.
+        origin: String,
+    },
+}
+
+impl Pem {
+    /// For error messages.
+    pub fn origin(&self) -> String {
+        match self {
+            Pem::File(path) => path.display().to_string(),
+            Pem::Inline { origin, .. } => origin.clone(),
+        }
+    }
+
+    /// The PEM text.
+    pub fn read(&self, what: &'static str) -> Result<Vec<u8>, UpstreamError> {
+        match self {
+            Pem::File(path) => std::fs::read(path).map_err(|source| UpstreamError::ReadFile {
+                what,
+                path: path.clone(),
+                source,
+            }),
+            Pem::Inline { bytes, .. } => Ok(bytes.clone()),
+        }
+    }
+
+    /// Every certificate in it; at least one.
+    pub fn certificates(
+        &self,
+        what: &'static str,
+    ) -> Result<Vec<CertificateDer<'static>>, UpstreamError> {
+        let bytes = self.read(what)?;
+        let bad = |reason: String| UpstreamError::BadPem {
+            what,
+            origin: self.origin(),
+            reason,
+        };
+        let certs = CertificateDer::pem_slice_iter(&bytes)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(bad("no PEM CERTIFICATE block".into()));
+        }
+        Ok(certs)
+    }
+
+    /// The private key in it (PKCS#8, SEC1 or PKCS#1).
+    fn private_key(&self) -> Result<PrivateKeyDer<'static>, UpstreamError> {
+        let bytes = self.read("client key")?;
+        // The error text of the PEM parser names no key material.
+        PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| UpstreamError::BadPem {
+            what: "client key",
+            origin: self.origin(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// Loads and checks a certificate + key pair (fail closed: a mismatch stops the start).
+pub fn load(cert: &Pem, key: &Pem) -> Result<ClientIdentity, UpstreamError> {
+    let certs = cert.certificates("client certificate")?;
+    let key_der = key.private_key()?;
+    let provider = rustls::crypto::ring::default_provider();
+    let mismatch = |reason: String| UpstreamError::ClientCertificate {
+        cert: cert.origin(),
+        key: key.origin(),
+        reason,
+    };
+    let signing = provider
+        .key_provider
+        .load_private_key(key_der.clone_key())
+        .map_err(|e| mismatch(e.to_string()))?;
+    CertifiedKey::new(certs.clone(), signing)
+        .keys_match()
+        .map_err(|e| mismatch(e.to_string()))?;
+    Ok(ClientIdentity {
+        certs,
+        key: key_der,
+        origin: cert.origin(),
+    })
+}
+
+/// `path` as given, or relative to `base` (kubeconfig paths are relative to its directory).
+pub fn resolve_path(base: &Path, path: &str) -> PathBuf {
+    let path = Path::new(path);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> Result<(String, String), rcgen::Error> {
+        let key = rcgen::KeyPair::generate()?;
+        let cert = rcgen::CertificateParams::new(vec!["agent".into()])?.self_signed(&key)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    fn inline(text: &str, origin: &str) -> Pem {
+        Pem::Inline {
+            bytes: text.as_bytes().to_vec(),
+            origin: origin.into(),
+        }
+    }
+
+    #[test]
+    fn files_and_inline_data_load_alike() -> Result<(), Box<dyn std::error::Error>> {
+        let (cert, key) = pair()?;
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("c.pem"), &cert)?;
+        std::fs::write(dir.path().join("k.pem"), &key)?;
+        let from_files = load(
+            &Pem::File(dir.path().join("c.pem")),
+            &Pem::File(dir.path().join("k.pem")),
+        )?;
+        let from_data = load(&inline(&cert, "c"), &inline(&key, "k"))?;
+        assert_eq!(from_files.certs, from_data.certs);
+        // Debug output names the origin, never the key.
+        let debug = format!("{from_files:?}");
+        assert!(
+            debug.contains("c.pem") && !debug.contains("PRIVATE"),
+            "{debug}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_key_of_another_certificate_is_refused() -> Result<(), Box<dyn std::error::Error>> {
+        let (cert, _) = pair()?;
+        let (_, other_key) = pair()?;
+        let err = load(&inline(&cert, "c"), &inline(&other_key, "k"))
+            .err()
+            .ok_or("mismatch accepted")?;
+        assert!(
+            matches!(err, UpstreamError::ClientCertificate { .. }),
+            "{err}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn unreadable_and_garbage_files_name_the_file() -> Result<(), Box<dyn std::error::Error>> {
+        let err = load(&Pem::File("/nonexistent/c.pem".into()), &inline("", "k"))
+            .err()
+            .ok_or("accepted")?;
+        assert!(err.to_string().contains("/nonexistent/c.pem"), "{err}");
+        let err = load(&inline("not pem", "inline-cert"), &inline("", "k"))
+            .err()
+            .ok_or("accepted")?;
+        assert!(err.to_string().contains("inline-cert"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_base() {
+        assert_eq!(
+            resolve_path(Path::new("/etc/kube"), "certs/a.crt"),
+            PathBuf::from("/etc/kube/certs/a.crt")
+        );
+        assert_eq!(
+            resolve_path(Path::new("/etc/kube"), "/abs/a.crt"),
+            PathBuf::from("/abs/a.crt")
+        );
+    }
+}
