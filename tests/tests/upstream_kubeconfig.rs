@@ -279,3 +279,92 @@ async fn bad_kubeconfigs_stop_the_start_with_a_clear_error() -> anyhow::Result<(
     cluster.shutdown().await;
     Ok(())
 }
+
+/// `cargo xtask dev --upstream-kubeconfig PATH --context C` runs `dev-stack` with those
+/// flags: its agent must reach the cluster of that context, and its kubeconfig must not
+/// offer the (unused) emulator.
+#[tokio::test]
+async fn dev_stack_runs_in_front_of_an_upstream_kubeconfig() -> anyhow::Result<()> {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir()?;
+    let cluster = cluster(dir.path()).await?;
+    let path = dir.path().join("upstream-kubeconfig");
+    kubeconfig::write(
+        &path,
+        &[
+            Context {
+                name: "default".into(),
+                server: cluster.url(),
+                ca_file: cluster.ca_cert_path(),
+                credential: Credential::Token("unknown".into()),
+                namespace: None,
+            },
+            Context {
+                name: "staging".into(),
+                server: cluster.url(),
+                ca_file: cluster.ca_cert_path(),
+                credential: Credential::Token(cluster.agent_token()),
+                namespace: None,
+            },
+        ],
+    )?;
+    let out = dir.path().join("dev");
+    let bin_dir = gatehouse_tests::harness::stack::find_bin_dir()?;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_dev-stack"))
+        .arg(format!("--out-dir={}", out.display()))
+        .arg(format!("--upstream-kubeconfig={}", path.display()))
+        .arg("--context=staging")
+        .arg("--no-cgroups")
+        .env("GATEHOUSE_BIN_DIR", &bin_dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !out.join("ready").exists() {
+        if let Some(status) = child.try_wait()? {
+            let output = child.wait_with_output().await?;
+            anyhow::bail!(
+                "dev-stack exited ({status}): {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        anyhow::ensure!(Instant::now() < deadline, "dev-stack not ready in 60s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let kubeconfig = out.join("kubeconfig");
+    let written = std::fs::read_to_string(&kubeconfig)?;
+    assert!(!written.contains("emulator-admin"), "{written}");
+    let env = std::fs::read_to_string(out.join("env"))?;
+    assert!(
+        env.contains(&format!("GATEHOUSE_UPSTREAM_KUBECONFIG={}", path.display())),
+        "{env}"
+    );
+    let result = Kubectl::v1_32(&kubeconfig)?
+        .run(&["--context", "alice", "get", "pods", "-n", "dev"])
+        .await;
+    // Stop dev-stack (SIGTERM, as Ctrl-C would) before judging, so nothing is left running.
+    if let Some(pid) = child.id() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    let stopped = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+    let listed = result?.ok()?;
+    assert!(listed.stdout.contains(DEV_POD), "{}", listed.stdout);
+    let log = cluster.request_log();
+    assert!(
+        log.iter().any(|r| r.path == "/api/v1/namespaces/dev/pods"
+            && r.user == AGENT_SA
+            && r.impersonated_user.as_deref() == Some("alice")),
+        "{log:#?}"
+    );
+    assert!(
+        matches!(stopped, Ok(Ok(status)) if status.success()),
+        "{stopped:?}"
+    );
+    cluster.shutdown().await;
+    Ok(())
+}
