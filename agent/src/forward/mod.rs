@@ -154,8 +154,10 @@ impl Forwarder {
             ProxyError::BadRequest("username or group is not a valid header value".into())
         })?;
         // After the rewrite, which drops the client's own Authorization header.
-        if let Some(value) = authorization {
-            parts.headers.insert(http::header::AUTHORIZATION, value);
+        if let Some(value) = &authorization {
+            parts
+                .headers
+                .insert(http::header::AUTHORIZATION, value.clone());
         }
         let upstream_req = Request::from_parts(parts, body);
         let client = match client_upgrade {
@@ -171,6 +173,10 @@ impl Forwarder {
                 upstream_reason(&e)
             ))
         })?;
+        // Users are impersonated, so a 401 is about the agent's own credential.
+        if resp.status() == http::StatusCode::UNAUTHORIZED {
+            credential.rejected(authorization.as_ref());
+        }
         if let Some(client_upgrade) = client_upgrade
             && resp.status() == http::StatusCode::SWITCHING_PROTOCOLS
         {

@@ -52,6 +52,10 @@ pub trait UpstreamCredential: Send + Sync {
 
     /// Where the credential comes from, for logs and errors (never the secret itself).
     fn describe(&self) -> String;
+
+    /// The API server answered 401 to a request that carried `sent`: a cached credential
+    /// renews itself before the next request (default: nothing cached, nothing to do).
+    fn rejected(&self, _sent: Option<&HeaderValue>) {}
 }
 
 impl<T: UpstreamCredential + ?Sized> UpstreamCredential for std::sync::Arc<T> {
@@ -65,6 +69,10 @@ impl<T: UpstreamCredential + ?Sized> UpstreamCredential for std::sync::Arc<T> {
 
     fn describe(&self) -> String {
         (**self).describe()
+    }
+
+    fn rejected(&self, sent: Option<&HeaderValue>) {
+        (**self).rejected(sent)
     }
 }
 
@@ -160,6 +168,12 @@ impl UpstreamCredential for WithClientCertificate {
 
     fn client_identity(&self) -> Option<&ClientIdentity> {
         Some(&self.identity)
+    }
+
+    fn rejected(&self, sent: Option<&HeaderValue>) {
+        if let Some(inner) = &self.bearer {
+            inner.rejected(sent);
+        }
     }
 
     fn describe(&self) -> String {

@@ -25,6 +25,9 @@ pub const SUPPORTED_API_VERSIONS: &[&str] = &[
 const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
 /// A token is renewed this long before it expires, so no request carries a stale one.
 const REFRESH_MARGIN: Duration = Duration::from_secs(60);
+/// After a 401, the plugin runs again only if its token is at least this old, so a
+/// plugin that keeps handing out a refused token is not run on every request.
+const RERUN_AFTER_REJECT: Duration = Duration::from_secs(5);
 /// Most of the plugin's stderr quoted in an error.
 const STDERR_QUOTE: usize = 300;
 
@@ -91,8 +94,9 @@ struct ExecStatus {
 
 struct Cached {
     header: HeaderValue,
-    /// `None`: no expiry given, used until the process ends (as kubectl does).
+    /// `None`: no expiry given, used until the API server refuses it (as kubectl does).
     refresh_at: Option<DateTime<Utc>>,
+    fetched: std::time::Instant,
 }
 
 /// An exec plugin with its cached token.
@@ -100,6 +104,7 @@ pub struct ExecPlugin {
     spec: ExecSpec,
     cached: tokio::sync::Mutex<Option<Cached>>,
     runs: AtomicU64,
+    rerun_after_reject: Duration,
 }
 
 static SHARED: LazyLock<Mutex<HashMap<String, Weak<ExecPlugin>>>> =
@@ -128,6 +133,7 @@ impl ExecPlugin {
             spec,
             cached: tokio::sync::Mutex::new(None),
             runs: AtomicU64::new(0),
+            rerun_after_reject: RERUN_AFTER_REJECT,
         }
     }
 
@@ -227,6 +233,7 @@ impl ExecPlugin {
         Ok(Cached {
             header: bearer(token.trim(), &format!("exec plugin {}", self.spec.command))?,
             refresh_at,
+            fetched: std::time::Instant::now(),
         })
     }
 }
@@ -249,6 +256,20 @@ impl UpstreamCredential for ExecPlugin {
 
     fn describe(&self) -> String {
         format!("exec plugin {}", self.spec.command)
+    }
+
+    fn rejected(&self, sent: Option<&HeaderValue>) {
+        // A run in progress is about to replace the token anyway.
+        let Ok(mut cached) = self.cached.try_lock() else {
+            return;
+        };
+        if let Some(c) = cached.as_mut()
+            && Some(&c.header) == sent
+            && c.fetched.elapsed() >= self.rerun_after_reject
+        {
+            tracing::warn!(command = %self.spec.command, "API server refused the exec plugin's token; it runs again for the next request");
+            c.refresh_at = Some(Utc::now());
+        }
     }
 }
 
@@ -367,6 +388,32 @@ echo "{\"apiVersion\":\"client.authentication.k8s.io/v1\",\"kind\":\"ExecCredent
         let plugin = ExecPlugin::new(spec("/nonexistent/plugin".into(), "v1"));
         let err = plugin.authorization().await.err().ok_or("accepted")?;
         assert!(err.to_string().contains("cannot start"), "{err}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_refused_token_is_renewed() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let cmd = script(
+            dir.path(),
+            r#"echo '{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"token":"t"}}'"#,
+        )?;
+        let mut plugin = ExecPlugin::new(spec(cmd, "v1"));
+        plugin.rerun_after_reject = Duration::ZERO;
+        let first = plugin.authorization().await?;
+        // A 401 for some other token (an older one) changes nothing.
+        plugin.rejected(Some(&HeaderValue::from_static("Bearer old")));
+        plugin.authorization().await?;
+        assert_eq!(runs(dir.path()), 1);
+        plugin.rejected(first.as_ref());
+        plugin.authorization().await?;
+        assert_eq!(runs(dir.path()), 2);
+        // Within the re-run gap a 401 does not run the plugin again.
+        plugin.rerun_after_reject = Duration::from_secs(3600);
+        let second = plugin.authorization().await?;
+        plugin.rejected(second.as_ref());
+        plugin.authorization().await?;
+        assert_eq!(runs(dir.path()), 2);
         Ok(())
     }
 
