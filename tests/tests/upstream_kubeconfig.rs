@@ -59,6 +59,36 @@ async fn grant_impersonation(cluster: &Emulator, dir: &Path, user: &str) -> anyh
     Ok(())
 }
 
+/// Polls the agent's `/readyz` until it answers 200 (bounded: 20 s).
+async fn readyz_ok(ops: SocketAddr) -> anyhow::Result<()> {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let attempt = async {
+            let mut tcp = tokio::net::TcpStream::connect(ops).await?;
+            tcp.write_all(b"GET /readyz HTTP/1.0\r\nHost: ops\r\n\r\n")
+                .await?;
+            let mut answer = String::new();
+            tcp.read_to_string(&mut answer).await?;
+            anyhow::Ok(answer)
+        };
+        match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+            Ok(Ok(answer))
+                if answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200") =>
+            {
+                return Ok(());
+            }
+            Ok(Ok(answer)) => last = answer,
+            Ok(Err(err)) => last = err.to_string(),
+            Err(_) => last = "timed out".into(),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("/readyz never answered 200; last: {last:?}")
+}
+
 /// Starts the stack with the agent on `upstream_kubeconfig`, lists dev pods as alice
 /// through it `times` times, and checks the cluster saw `agent_user` impersonating alice.
 async fn alice_lists_pods(
@@ -73,6 +103,10 @@ async fn alice_lists_pods(
     options.upstream_kubeconfig = Some(upstream_kubeconfig);
     options.upstream_context = context.map(str::to_string);
     let stack = Stack::start(options).await?;
+    // The readiness probe reaches the cluster with the same credential.
+    if let Some(ops) = stack.ops_addr {
+        readyz_ok(ops).await?;
+    }
     let kubectl = Kubectl::v1_32(&stack.kubeconfig_for("alice")?)?;
     for _ in 0..times {
         let out = kubectl.run(&["get", "pods", "-n", "dev"]).await?.ok()?;

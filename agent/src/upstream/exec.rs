@@ -32,7 +32,7 @@ const RERUN_AFTER_REJECT: Duration = Duration::from_secs(5);
 const STDERR_QUOTE: usize = 300;
 
 /// What to run, from the kubeconfig (paths already resolved).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Clone, PartialEq, Eq, Serialize)]
 pub struct ExecSpec {
     /// `client.authentication.k8s.io/v1` or `/v1beta1`.
     pub api_version: String,
@@ -44,6 +44,21 @@ pub struct ExecSpec {
     pub env: Vec<(String, String)>,
     /// `spec.cluster` of `KUBERNETES_EXEC_INFO` when `provideClusterInfo: true`.
     pub cluster: Option<serde_json::Value>,
+}
+
+impl std::fmt::Debug for ExecSpec {
+    // Env values may be secrets (cloud keys): only their names are shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecSpec")
+            .field("api_version", &self.api_version)
+            .field("command", &self.command)
+            .field("args", &self.args)
+            .field(
+                "env",
+                &self.env.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 impl ExecSpec {
@@ -324,6 +339,11 @@ mod tests {
         assert_eq!(runs(dir.path()), 1);
         assert_eq!(plugin.runs(), 1);
         assert!(!plugin.describe().contains("tok-from-env"));
+        let debug = format!("{:?}", plugin.spec);
+        assert!(
+            debug.contains("PLUGIN_TOKEN") && !debug.contains("tok-from-env"),
+            "{debug}"
+        );
         Ok(())
     }
 
