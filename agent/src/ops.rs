@@ -48,15 +48,10 @@ impl UpstreamProbe {
 
     /// A probe for an already resolved `upstream` (timeouts from `config`).
     pub fn with_upstream(upstream: &Upstream, config: &UpstreamConfig) -> Self {
-        let tls = upstream.tls.clone();
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(config.connect_timeout));
         http.enforce_http(false);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        let connector = upstream.https_builder().enable_http1().wrap_connector(http);
         Self {
             url: upstream.url.trim_end_matches('/').to_string(),
             credential: upstream.credential.clone(),

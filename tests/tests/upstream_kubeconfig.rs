@@ -402,3 +402,51 @@ async fn dev_stack_runs_in_front_of_an_upstream_kubeconfig() -> anyhow::Result<(
     cluster.shutdown().await;
     Ok(())
 }
+
+/// `tls-server-name` replaces the URL's host in the server-certificate check: a name the
+/// certificate carries works, one it does not carry fails the TLS handshake.
+#[tokio::test]
+async fn tls_server_name_is_what_the_certificate_is_checked_against() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cluster = cluster(dir.path()).await?;
+    for (name, works) in [
+        ("kubernetes.default.svc", true),
+        ("not-in-the-cert.example", false),
+    ] {
+        let path = dir.path().join(format!("kubeconfig-{name}"));
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\ncurrent-context: a\n\
+                 clusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority: {}\n    tls-server-name: {name}\n\
+                 users:\n- name: u\n  user:\n    token: {}\n\
+                 contexts:\n- name: a\n  context:\n    cluster: c\n    user: u\n",
+                cluster.url(),
+                cluster.ca_cert_path().display(),
+                cluster.agent_token()
+            ),
+        )?;
+        let mut options = StackOptions::new(dir.path().join(format!("stack-{name}")));
+        options.upstream_kubeconfig = Some(path);
+        let stack = Stack::start(options).await?;
+        let out = Kubectl::v1_32(&stack.kubeconfig_for("alice")?)?
+            .run(&["get", "pods", "-n", "dev", "--request-timeout=20s"])
+            .await?;
+        stack.shutdown().await;
+        if works {
+            let out = out.ok()?;
+            assert!(out.stdout.contains(DEV_POD), "{}", out.stdout);
+        } else {
+            assert_ne!(out.code, 0, "{name}: {}", out.stdout);
+        }
+    }
+    // Only the agent with the good name got through to the cluster.
+    let log = cluster.request_log();
+    let lists = log
+        .iter()
+        .filter(|r| r.path == "/api/v1/namespaces/dev/pods")
+        .count();
+    assert_eq!(lists, 1, "{log:#?}");
+    cluster.shutdown().await;
+    Ok(())
+}

@@ -76,22 +76,16 @@ impl Forwarder {
         let scheme = base.scheme().cloned().ok_or_else(bad_url)?;
         let authority = base.authority().cloned().ok_or_else(bad_url)?;
         let path_prefix = base.path().trim_end_matches('/').to_string();
-        let tls = upstream.tls.clone();
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(config.connect_timeout));
-        let all_versions = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls.clone())
-            .https_or_http()
+        let all_versions = upstream
+            .https_builder()
             .enable_all_versions()
             .wrap_connector(http.clone());
         // Upgrades exist only in HTTP/1.1, so their connections must not negotiate h2.
-        let http1_only = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        let http1_only = upstream.https_builder().enable_http1().wrap_connector(http);
         let client = Client::builder(TokioExecutor::new()).build(all_versions);
         let upgrade_client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(0)

@@ -79,7 +79,7 @@ pub struct Cluster {
     pub certificate_authority_data: Option<String>,
     /// Refused: the agent always verifies the API server.
     pub insecure_skip_tls_verify: Option<bool>,
-    /// Not supported.
+    /// Name to verify the server certificate against instead of the URL's host.
     pub tls_server_name: Option<String>,
     /// Not supported.
     pub proxy_url: Option<String>,
@@ -165,6 +165,8 @@ pub struct Resolved {
     pub ca: Option<Pem>,
     /// The agent's credential.
     pub credential: Arc<dyn UpstreamCredential>,
+    /// `tls-server-name`, checked.
+    pub tls_server_name: Option<rustls_pki_types::ServerName<'static>>,
 }
 
 /// Reads `path` and resolves `context` (or its current-context).
@@ -274,12 +276,21 @@ pub fn resolve(
              the API server (give certificate-authority or certificate-authority-data)"
         )));
     }
-    if cluster.tls_server_name.is_some() || cluster.proxy_url.is_some() {
+    if cluster.proxy_url.is_some() {
         return Err(err(format!(
-            "cluster {cluster_name:?} sets tls-server-name or proxy-url, which the agent does \
-             not support"
+            "cluster {cluster_name:?} sets proxy-url, which the agent does not support"
         )));
     }
+    let tls_server_name = match cluster.tls_server_name.as_deref().filter(|n| !n.is_empty()) {
+        None => None,
+        Some(name) => Some(
+            rustls_pki_types::ServerName::try_from(name.to_string()).map_err(|e| {
+                err(format!(
+                    "cluster {cluster_name:?} tls-server-name {name:?}: {e}"
+                ))
+            })?,
+        ),
+    };
     let where_ = |field: &str| format!("{} cluster {cluster_name:?} {field}", origin.display());
     let ca = match (
         &cluster.certificate_authority_data,
@@ -373,6 +384,7 @@ pub fn resolve(
         url,
         ca,
         credential,
+        tls_server_name,
     })
 }
 
@@ -508,6 +520,17 @@ mod tests {
         let header = resolved.credential.authorization().await?.ok_or("none")?;
         assert_eq!(header, "Bearer abc123");
         assert!(resolved.credential.client_identity().is_none());
+        assert!(resolved.tls_server_name.is_none());
+        let named = text.replace(
+            "    certificate-authority: pki/ca.crt",
+            "    certificate-authority: pki/ca.crt\n    tls-server-name: kubernetes.default.svc",
+        );
+        assert_eq!(
+            run(&named, None)?.tls_server_name,
+            Some(rustls_pki_types::ServerName::try_from(
+                "kubernetes.default.svc"
+            )?)
+        );
         Ok(())
     }
 
@@ -679,6 +702,22 @@ mod tests {
                 "base64",
             ),
             ("clusters: [".into(), None, "not a valid kubeconfig"),
+            (
+                config(
+                    "    server: https://k\n    proxy-url: http://proxy:3128",
+                    "    token: t",
+                ),
+                None,
+                "proxy-url",
+            ),
+            (
+                config(
+                    "    server: https://k\n    tls-server-name: 'not a name!'",
+                    "    token: t",
+                ),
+                None,
+                "tls-server-name",
+            ),
         ];
         for (text, context, want) in cases {
             let got = error(&text, context);

@@ -100,6 +100,9 @@ pub struct Upstream {
     pub credential: Arc<dyn UpstreamCredential>,
     /// Which source it came from, for the start-up log.
     pub source: String,
+    /// Name the server certificate must carry when it differs from the URL's host
+    /// (kubeconfig `tls-server-name`).
+    pub server_name: Option<rustls_pki_types::ServerName<'static>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -116,6 +119,7 @@ impl Upstream {
     /// Resolves `config`'s source; every file is read (and checked) now, so a broken
     /// setting stops the start instead of failing the first request.
     pub fn resolve(config: &UpstreamConfig) -> Result<Self, UpstreamError> {
+        let mut server_name = None;
         let (url, ca, credential, source): (_, _, Arc<dyn UpstreamCredential>, _) =
             match &config.source {
                 UpstreamSource::Flags => (
@@ -145,6 +149,7 @@ impl Upstream {
                         path.display(),
                         resolved.context
                     );
+                    server_name = resolved.tls_server_name;
                     (resolved.url, resolved.ca, resolved.credential, source)
                 }
             };
@@ -155,7 +160,23 @@ impl Upstream {
             tls,
             credential,
             source,
+            server_name,
         })
+    }
+
+    /// An HTTPS connector builder with these TLS settings (and the server-name override).
+    pub fn https_builder(
+        &self,
+    ) -> hyper_rustls::HttpsConnectorBuilder<hyper_rustls::builderstates::WantsProtocols1> {
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(self.tls.clone())
+            .https_or_http();
+        match &self.server_name {
+            Some(name) => builder.with_server_name_resolver(
+                hyper_rustls::FixedServerNameResolver::new(name.clone()),
+            ),
+            None => builder,
+        }
     }
 }
 
