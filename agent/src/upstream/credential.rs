@@ -84,6 +84,9 @@ pub struct ClientIdentity {
     pub key: PrivateKeyDer<'static>,
     /// Where it was loaded from (for logs).
     pub origin: String,
+    /// When both came from files: re-read them on change (see
+    /// [`super::client_cert::ReloadingClientCert`]).
+    pub reload: Option<std::sync::Arc<super::client_cert::ReloadingClientCert>>,
 }
 
 impl std::fmt::Debug for ClientIdentity {

@@ -221,9 +221,12 @@ pub fn client_tls(
     .with_safe_default_protocol_versions()?
     .with_root_certificates(roots);
     Ok(match credential.client_identity() {
-        Some(identity) => {
-            builder.with_client_auth_cert(identity.certs.clone(), identity.key.clone_key())?
-        }
+        Some(identity) => match &identity.reload {
+            Some(reloading) => builder.with_client_cert_resolver(reloading.clone()),
+            None => {
+                builder.with_client_auth_cert(identity.certs.clone(), identity.key.clone_key())?
+            }
+        },
         None => builder.with_no_client_auth(),
     })
 }
