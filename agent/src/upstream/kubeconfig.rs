@@ -3,7 +3,7 @@
 //! and key as files or inline data, or an exec plugin). Relative paths are resolved
 //! against the kubeconfig's directory. Settings the agent cannot honour safely
 //! (`insecure-skip-tls-verify`, auth providers, basic auth, `as`) stop the start with a
-//! clear error instead of being ignored.
+//! clear error instead of being ignored (`proxy-url` too, which it does not implement).
 
 use super::UpstreamError;
 use super::client_cert::{self, Pem, resolve_path};
