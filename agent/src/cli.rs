@@ -33,7 +33,9 @@ pub struct Args {
     #[arg(long, env = "GATEHOUSE_TLS_KEY", value_name = "FILE")]
     pub tls_key: PathBuf,
 
-    /// Kubernetes API server to forward to.
+    /// Kubernetes API server to forward to. With --upstream-ca-file and
+    /// --upstream-token-file this is the default upstream source (their defaults are the
+    /// files a pod gets mounted); --upstream-kubeconfig or --upstream-in-cluster replace all three.
     #[arg(
         long,
         env = "GATEHOUSE_UPSTREAM_URL",
@@ -53,6 +55,39 @@ pub struct Args {
     /// Timeout for connecting to the API server (e.g. 5s, 500ms).
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     pub upstream_connect_timeout: Duration,
+
+    // --- upstream sources (task U) ---
+    /// For an agent outside the cluster: take the API server (server URL, CA file or data)
+    /// and the agent's own credential (token, tokenFile, client-certificate + client-key,
+    /// or an exec plugin such as `aws eks get-token`) from this kubeconfig, instead of
+    /// --upstream-url/--upstream-ca-file/--upstream-token-file. Relative paths in it are
+    /// resolved against its directory. That credential needs the impersonation RBAC in
+    /// deploy/agent-impersonation-rbac.yaml. insecure-skip-tls-verify is refused.
+    #[arg(
+        long,
+        env = "GATEHOUSE_UPSTREAM_KUBECONFIG",
+        value_name = "FILE",
+        conflicts_with_all = ["upstream_url", "upstream_ca_file", "upstream_token_file", "upstream_in_cluster"]
+    )]
+    pub upstream_kubeconfig: Option<PathBuf>,
+
+    /// Context of --upstream-kubeconfig to use (default: its current-context).
+    #[arg(
+        long,
+        env = "GATEHOUSE_UPSTREAM_CONTEXT",
+        value_name = "NAME",
+        requires = "upstream_kubeconfig"
+    )]
+    pub upstream_context: Option<String>,
+
+    /// For an agent running as a pod: API server from KUBERNETES_SERVICE_HOST and
+    /// KUBERNETES_SERVICE_PORT, credential and CA from the mounted service account
+    /// (token re-read when kubelet rotates it). Fails at start outside a pod.
+    #[arg(
+        long,
+        conflicts_with_all = ["upstream_url", "upstream_ca_file", "upstream_token_file"]
+    )]
+    pub upstream_in_cluster: bool,
 
     /// OIDC issuer URL (HTTPS). Must equal the tokens' `iss` claim; keys are discovered
     /// from <URL>/.well-known/openid-configuration.
@@ -179,6 +214,15 @@ impl Args {
         config.upstream.ca_file = Some(self.upstream_ca_file);
         config.upstream.token_file = Some(self.upstream_token_file);
         config.upstream.connect_timeout = self.upstream_connect_timeout;
+        // --- upstream sources (task U) ---
+        config.upstream.source = match (self.upstream_kubeconfig, self.upstream_in_cluster) {
+            (Some(path), _) => crate::config::UpstreamSource::Kubeconfig {
+                path,
+                context: self.upstream_context,
+            },
+            (None, true) => crate::config::UpstreamSource::InCluster,
+            (None, false) => crate::config::UpstreamSource::Flags,
+        };
         config.oidc.issuer_url = self.oidc_issuer_url;
         config.oidc.ca_file = self.oidc_ca_file;
         config.oidc.client_id = self.oidc_client_id;
@@ -272,6 +316,52 @@ mod tests {
         assert_eq!(config.upstream.url, "https://10.0.0.1:6443");
         assert_eq!(config.drain_timeout, Duration::from_secs(120));
         assert_eq!(config.oidc.client_id, "gatehouse");
+        Ok(())
+    }
+
+    // --- upstream sources (task U) ---
+    #[test]
+    fn exactly_one_upstream_source() -> Result<(), clap::Error> {
+        use crate::config::UpstreamSource;
+        let base = [
+            "gatehouse-agent",
+            "--tls-cert=c",
+            "--tls-key=k",
+            "--oidc-issuer-url=https://idp",
+        ];
+        let with = |extra: &[&str]| {
+            let mut argv: Vec<&str> = base.to_vec();
+            argv.extend_from_slice(extra);
+            Args::try_parse_from(argv)
+        };
+        let config = with(&["--upstream-kubeconfig=/k", "--upstream-context=prod"])?.into_config();
+        assert_eq!(
+            config.upstream.source,
+            UpstreamSource::Kubeconfig {
+                path: "/k".into(),
+                context: Some("prod".into())
+            }
+        );
+        assert_eq!(
+            with(&["--upstream-in-cluster"])?
+                .into_config()
+                .upstream
+                .source,
+            UpstreamSource::InCluster
+        );
+        assert_eq!(
+            with(&[])?.into_config().upstream.source,
+            UpstreamSource::Flags
+        );
+        for bad in [
+            &["--upstream-kubeconfig=/k", "--upstream-url=https://x"][..],
+            &["--upstream-kubeconfig=/k", "--upstream-token-file=/t"][..],
+            &["--upstream-kubeconfig=/k", "--upstream-in-cluster"][..],
+            &["--upstream-in-cluster", "--upstream-ca-file=/ca"][..],
+            &["--upstream-context=prod"][..],
+        ] {
+            assert!(with(bad).is_err(), "{bad:?} accepted");
+        }
         Ok(())
     }
 

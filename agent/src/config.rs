@@ -104,6 +104,27 @@ pub struct UpstreamConfig {
     pub token_file: Option<PathBuf>,
     /// Limit for establishing a TCP + TLS connection to the API server.
     pub connect_timeout: Duration,
+    // --- upstream sources (task U) ---
+    /// Where URL, CA and credential come from; `url`, `ca_file` and `token_file` apply to
+    /// [`UpstreamSource::Flags`] only.
+    pub source: UpstreamSource,
+}
+
+/// Where the upstream settings come from (exactly one).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum UpstreamSource {
+    /// `url`, `ca_file` and `token_file` as given (defaults: the in-cluster paths).
+    #[default]
+    Flags,
+    /// `KUBERNETES_SERVICE_HOST`/`PORT` plus the mounted service-account token and CA.
+    InCluster,
+    /// One context of a kubeconfig file (its current-context when `None`).
+    Kubeconfig {
+        /// The kubeconfig file.
+        path: PathBuf,
+        /// The context to use.
+        context: Option<String>,
+    },
 }
 
 /// OpenID Connect settings, named after the API server's own `--oidc-*` flags.
@@ -160,6 +181,7 @@ impl Default for UpstreamConfig {
             ca_file: Some(PathBuf::from(IN_CLUSTER_CA_FILE)),
             token_file: Some(PathBuf::from(IN_CLUSTER_TOKEN_FILE)),
             connect_timeout: Duration::from_secs(5),
+            source: UpstreamSource::Flags,
         }
     }
 }
@@ -185,7 +207,10 @@ impl Default for OidcConfig {
 impl AgentConfig {
     /// Checks the settings that would otherwise only fail on the first request.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check_url("--upstream-url", &self.upstream.url, &["https", "http"])?;
+        // Other sources are checked when they are resolved (crate::upstream).
+        if self.upstream.source == UpstreamSource::Flags {
+            check_url("--upstream-url", &self.upstream.url, &["https", "http"])?;
+        }
         if self.oidc.issuer_url.is_empty() {
             return Err(ConfigError::Missing("--oidc-issuer-url"));
         }

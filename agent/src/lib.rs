@@ -17,6 +17,8 @@
 //! - [`status`]: every error the agent answers with, as a `v1.Status` response.
 //! - [`metrics`]: Prometheus metrics (an audit sink plus direct counters).
 //! - [`ops`]: the operations listener: `/healthz`, `/readyz`, `/metrics`.
+//! - [`upstream`]: where the API server is and the agent's own credential there (flags,
+//!   in-cluster, kubeconfig: token, token file, client certificate, exec plugin).
 //! - [`ebpf`]: loads the embedded eBPF object and reads kernel events from its ring buffer.
 #![deny(missing_docs)]
 
@@ -35,6 +37,8 @@ pub mod shutdown;
 pub mod status;
 pub mod telemetry;
 pub mod tls;
+// --- upstream sources and credentials (task U) ---
+pub mod upstream;
 
 /// Boxed error type carried by response and request bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

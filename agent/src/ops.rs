@@ -4,8 +4,9 @@
 
 use crate::authenticate::jwks::KeyStore;
 use crate::config::UpstreamConfig;
-use crate::forward::credential::TokenFile;
 use crate::metrics::Metrics;
+use crate::upstream::credential::UpstreamCredential;
+use crate::upstream::{Upstream, UpstreamError};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{Empty, Full};
@@ -33,29 +34,30 @@ type ProbeClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Byt
 /// Probes the API server's `/readyz` with the agent's own credential.
 pub struct UpstreamProbe {
     url: String,
-    token: Option<TokenFile>,
+    credential: Arc<dyn UpstreamCredential>,
     client: ProbeClient,
     last: Mutex<Option<(Instant, Result<(), String>)>>,
 }
 
 impl UpstreamProbe {
-    /// A probe for `config` (same CA and token file as the forwarder).
-    pub fn new(config: &UpstreamConfig) -> Result<Self, crate::tls::TlsError> {
-        let tls = crate::tls::client_config(config.ca_file.as_deref())?;
+    /// A probe for `config` (same source, CA and credential as the forwarder; an exec
+    /// plugin's token is shared with it).
+    pub fn new(config: &UpstreamConfig) -> Result<Self, UpstreamError> {
+        Ok(Self::with_upstream(&Upstream::resolve(config)?, config))
+    }
+
+    /// A probe for an already resolved `upstream` (timeouts from `config`).
+    pub fn with_upstream(upstream: &Upstream, config: &UpstreamConfig) -> Self {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(config.connect_timeout));
         http.enforce_http(false);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        Ok(Self {
-            url: config.url.trim_end_matches('/').to_string(),
-            token: config.token_file.clone().map(TokenFile::new),
+        let connector = upstream.https_builder().enable_http1().wrap_connector(http);
+        Self {
+            url: upstream.url.trim_end_matches('/').to_string(),
+            credential: upstream.credential.clone(),
             client: Client::builder(TokioExecutor::new()).build(connector),
             last: Mutex::new(None),
-        })
+        }
     }
 
     /// `Ok` when the API server answered `/readyz` with 2xx (cached for a moment).
@@ -73,9 +75,13 @@ impl UpstreamProbe {
 
     async fn probe(&self) -> Result<(), String> {
         let mut req = Request::get(format!("{}/readyz", self.url));
-        if let Some(token) = &self.token {
-            let token = token.token().map_err(|e| e.to_string())?;
-            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        if let Some(value) = self
+            .credential
+            .authorization()
+            .await
+            .map_err(|e| crate::authenticate::jwks::error_chain(&e))?
+        {
+            req = req.header(header::AUTHORIZATION, value);
         }
         let req = req.body(Empty::new()).map_err(|e| e.to_string())?;
         match tokio::time::timeout(PROBE_TIMEOUT, self.client.request(req)).await {

@@ -39,6 +39,10 @@ pub enum ServerError {
     /// The upstream client could not be built.
     #[error("setting up the upstream client")]
     Forward(#[from] ForwardError),
+    // --- upstream sources (task U) ---
+    /// The upstream (kubeconfig, in-cluster, CA, credential) is unusable.
+    #[error("resolving the upstream API server")]
+    Upstream(#[from] crate::upstream::UpstreamError),
 }
 
 /// Builds the request path from `config`.
@@ -108,7 +112,7 @@ pub async fn run(
         Some(addr) => Some(start_ops(addr, &config, metrics.clone(), keys).await?),
         None => None,
     };
-    tracing::info!(upstream = %config.upstream.url, issuer = %config.oidc.issuer_url, "gatehouse agent configured");
+    tracing::info!(issuer = %config.oidc.issuer_url, "gatehouse agent configured");
     serve_with_metrics(
         listener,
         proxy,

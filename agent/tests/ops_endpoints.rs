@@ -78,6 +78,7 @@ async fn start_ops(
         ca_file: None,
         token_file: Some(token),
         connect_timeout: Duration::from_secs(1),
+        ..UpstreamConfig::default()
     };
     let ops = Arc::new(Ops {
         metrics,

@@ -63,6 +63,41 @@ impl CertKeyPem {
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(Arc::new(config))
     }
+
+    // --- client certificates at the emulator (task U) ---
+    /// Like [`CertKeyPem::server_config`], and also asks for an optional client
+    /// certificate, verified against `client_ca_pem` (clients without one still connect).
+    pub fn server_config_with_client_ca(
+        &self,
+        alpn: &[&[u8]],
+        client_ca_pem: &str,
+    ) -> Result<Arc<rustls::ServerConfig>, PkiError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(rustls_pki_types::CertificateDer::from(pem_der(
+            client_ca_pem,
+            "CERTIFICATE",
+        )))?;
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let certs = vec![rustls_pki_types::CertificateDer::from(pem_der(
+            &self.cert_pem,
+            "CERTIFICATE",
+        ))];
+        let key =
+            rustls_pki_types::PrivateKeyDer::Pkcs8(pem_der(&self.key_pem, "PRIVATE KEY").into());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(certs, key)?;
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(Arc::new(config))
+    }
 }
 
 /// A self-signed certificate authority that issues loopback server and client certificates.

@@ -1,4 +1,5 @@
-//! `cargo xtask dev`: builds everything and runs the local stack (`dev-stack`).
+//! `cargo xtask dev`: builds everything and runs the local stack (`dev-stack`), in front
+//! of the emulator or, with `--upstream-kubeconfig PATH [--context C]`, of a real cluster.
 //!
 //! SIGINT and SIGTERM sent to xtask are forwarded to dev-stack so it can shut its
 //! components down; a Ctrl-C in the terminal already reaches dev-stack (same process
@@ -19,6 +20,20 @@ use crate::{
 
 /// The local stack's launcher, from the `gatehouse-tests` crate.
 const DEV_STACK: &str = "dev-stack";
+
+/// dev-stack's flags for `--upstream-kubeconfig`/`--context` (relative paths are made
+/// absolute here, where the user typed them).
+pub fn upstream_args(kubeconfig: Option<&std::path::Path>, context: Option<&str>) -> Vec<String> {
+    let mut args = Vec::new();
+    if let Some(path) = kubeconfig {
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        args.push(format!("--upstream-kubeconfig={}", path.display()));
+        if let Some(context) = context {
+            args.push(format!("--context={context}"));
+        }
+    }
+    args
+}
 
 /// Runs setup, the eBPF and workspace builds, then dev-stack; returns its exit code.
 pub fn run(paths: &Paths, args: &[String]) -> anyhow::Result<ExitCode> {
@@ -147,5 +162,23 @@ impl SignalSet {
         }
         // Terminal-generated signals carry SI_KERNEL; kill(1)/kill(2) carry SI_USER.
         Ok(Some((signal, info.si_code == libc::SI_KERNEL)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_flags_reach_dev_stack_with_an_absolute_path() {
+        assert!(upstream_args(None, None).is_empty());
+        let args = upstream_args(Some(std::path::Path::new("kube/config")), Some("staging"));
+        assert_eq!(args.len(), 2);
+        let path = args[0].trim_start_matches("--upstream-kubeconfig=");
+        assert!(
+            std::path::Path::new(path).is_absolute() && path.ends_with("kube/config"),
+            "{args:?}"
+        );
+        assert_eq!(args[1], "--context=staging");
     }
 }

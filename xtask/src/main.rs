@@ -75,10 +75,18 @@ enum Command {
     },
     /// Setup, build everything, then run the local stack (`dev-stack`) until Ctrl-C.
     ///
-    /// Arguments after `--` go to dev-stack, e.g.
-    /// `cargo xtask dev -- --upstream-kubeconfig ~/.kube/config --context staging`.
+    /// `--upstream-kubeconfig PATH [--context C]` puts a real cluster behind the agent
+    /// instead of the emulator. Arguments after `--` go to dev-stack as they are.
     /// dev-stack finds the built binaries through GATEHOUSE_BIN_DIR.
     Dev {
+        // --- upstream kubeconfig (task U) ---
+        /// Forward to the cluster of this kubeconfig, authenticating as its context's user
+        /// (which needs deploy/agent-impersonation-rbac.yaml), instead of the emulator.
+        #[arg(long, value_name = "PATH")]
+        upstream_kubeconfig: Option<std::path::PathBuf>,
+        /// Context of --upstream-kubeconfig (default: its current-context).
+        #[arg(long, value_name = "NAME", requires = "upstream_kubeconfig")]
+        context: Option<String>,
         /// Arguments for dev-stack.
         #[arg(last = true, value_name = "DEV_STACK_ARGS")]
         args: Vec<String>,
@@ -128,7 +136,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             skip_lint,
             nextest_args,
         } => test::run(&paths, skip_lint, &nextest_args)?,
-        Command::Dev { args } => return dev::run(&paths, &args),
+        Command::Dev {
+            upstream_kubeconfig,
+            context,
+            args,
+        } => {
+            let mut all = dev::upstream_args(upstream_kubeconfig.as_deref(), context.as_deref());
+            all.extend(args);
+            return dev::run(&paths, &all);
+        }
         Command::Bench(BenchCommand::Proxy(options)) => bench::proxy(&paths, &options)?,
     }
     Ok(ExitCode::SUCCESS)

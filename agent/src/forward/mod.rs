@@ -13,13 +13,14 @@ use crate::authenticate::jwks::error_chain;
 use crate::config::UpstreamConfig;
 use crate::status::ProxyError;
 use crate::tls::TlsError;
+use crate::upstream::{Upstream, UpstreamError};
 use crate::{Body, BoxError};
-use credential::TokenFile;
 use http::{Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use std::sync::Arc;
 
 /// Errors building the forwarder.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +31,9 @@ pub enum ForwardError {
     /// The upstream CA could not be loaded.
     #[error("loading upstream TLS settings")]
     Tls(#[from] TlsError),
+    /// The upstream source (kubeconfig, in-cluster, CA, credential) is unusable.
+    #[error("resolving the upstream API server")]
+    Upstream(#[from] UpstreamError),
 }
 
 type UpstreamClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
@@ -43,35 +47,45 @@ pub struct Forwarder {
     client: UpstreamClient,
     upgrade_client: UpstreamClient,
     stream_client: UpstreamClient,
-    token: Option<TokenFile>,
+    upstream: Arc<Upstream>,
     // --- upgraded sessions (B1) ---
     sessions: session::Sessions,
 }
 
 impl Forwarder {
-    /// A forwarder for `config`.
+    /// A forwarder for `config`: resolves its source (flags, in-cluster or kubeconfig)
+    /// into the API server URL, TLS settings and the agent's own credential.
     pub fn new(config: &UpstreamConfig) -> Result<Self, ForwardError> {
-        let bad_url = || ForwardError::Url(config.url.clone());
-        let base: Uri = config.url.parse().map_err(|_| bad_url())?;
+        let upstream = Upstream::resolve(config)?;
+        tracing::info!(
+            upstream = %upstream.url,
+            source = %upstream.source,
+            credential = %upstream.credential.describe(),
+            "upstream API server"
+        );
+        Self::with_upstream(Arc::new(upstream), config)
+    }
+
+    /// A forwarder for an already resolved `upstream` (timeouts from `config`).
+    pub fn with_upstream(
+        upstream: Arc<Upstream>,
+        config: &UpstreamConfig,
+    ) -> Result<Self, ForwardError> {
+        let bad_url = || ForwardError::Url(upstream.url.clone());
+        let base: Uri = upstream.url.parse().map_err(|_| bad_url())?;
         let scheme = base.scheme().cloned().ok_or_else(bad_url)?;
         let authority = base.authority().cloned().ok_or_else(bad_url)?;
         let path_prefix = base.path().trim_end_matches('/').to_string();
-        let tls = crate::tls::client_config(config.ca_file.as_deref())?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(config.connect_timeout));
-        let all_versions = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls.clone())
-            .https_or_http()
+        let all_versions = upstream
+            .https_builder()
             .enable_all_versions()
             .wrap_connector(http.clone());
         // Upgrades exist only in HTTP/1.1, so their connections must not negotiate h2.
-        let http1_only = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        let http1_only = upstream.https_builder().enable_http1().wrap_connector(http);
         let client = Client::builder(TokioExecutor::new()).build(all_versions);
         let upgrade_client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(0)
@@ -82,16 +96,21 @@ impl Forwarder {
         // every short request would stall behind them. HTTP/1.1 gives each its own.
         let stream_client = Client::builder(TokioExecutor::new()).build(http1_only);
         Ok(Self {
-            base_url: config.url.clone(),
+            base_url: upstream.url.clone(),
             scheme,
             authority,
             path_prefix,
             client,
             upgrade_client,
             stream_client,
-            token: config.token_file.as_ref().map(TokenFile::new),
+            upstream,
             sessions: session::Sessions::new(),
         })
+    }
+
+    /// The resolved upstream (URL, TLS settings, credential).
+    pub fn upstream(&self) -> &Arc<Upstream> {
+        &self.upstream
     }
 
     /// The registry of open upgraded sessions (shutdown drains it).
@@ -113,23 +132,27 @@ impl Forwarder {
     ) -> Result<Response<Body>, ProxyError> {
         let upgrade = upgrade::requested_upgrade(&req);
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-        let token = match &self.token {
-            Some(file) => Some(file.token().map_err(|e| {
-                tracing::error!(error = %error_chain(&e), "upstream credential unavailable");
-                ProxyError::Internal(format!(
-                    "gatehouse agent cannot read its own upstream credential ({})",
-                    file.path().display()
-                ))
-            })?),
-            None => None,
-        };
+        let credential = &self.upstream.credential;
+        let authorization = credential.authorization().await.map_err(|e| {
+            tracing::error!(error = %error_chain(&e), "upstream credential unavailable");
+            ProxyError::Internal(format!(
+                "gatehouse agent cannot obtain its own upstream credential ({})",
+                credential.describe()
+            ))
+        })?;
         let (mut parts, body) = req.into_parts();
         parts.uri = self.upstream_uri(&parts.uri)?;
         // ALPN decides between h2 and HTTP/1.1 upstream, whatever kubectl spoke to us.
         parts.version = http::Version::HTTP_11;
-        headers::rewrite_request(&mut parts.headers, identity, token.as_deref(), upgrade).map_err(
-            |_| ProxyError::BadRequest("username or group is not a valid header value".into()),
-        )?;
+        headers::rewrite_request(&mut parts.headers, identity, None, upgrade).map_err(|_| {
+            ProxyError::BadRequest("username or group is not a valid header value".into())
+        })?;
+        // After the rewrite, which drops the client's own Authorization header.
+        if let Some(value) = &authorization {
+            parts
+                .headers
+                .insert(http::header::AUTHORIZATION, value.clone());
+        }
         let upstream_req = Request::from_parts(parts, body);
         let client = match client_upgrade {
             Some(_) => &self.upgrade_client,
@@ -144,6 +167,10 @@ impl Forwarder {
                 upstream_reason(&e)
             ))
         })?;
+        // Users are impersonated, so a 401 is about the agent's own credential.
+        if resp.status() == http::StatusCode::UNAUTHORIZED {
+            credential.rejected(authorization.as_ref());
+        }
         if let Some(client_upgrade) = client_upgrade
             && resp.status() == http::StatusCode::SWITCHING_PROTOCOLS
         {

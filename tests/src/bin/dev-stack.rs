@@ -10,9 +10,15 @@
 //! - `env` — shell-sourceable URLs and `KUBECONFIG`;
 //! - `ready` — last, once everything answers.
 //!
+//! With `--upstream-kubeconfig PATH [--context C]` the agent forwards to that cluster,
+//! with the credential of that context, instead of the emulator (which still runs, unused,
+//! and gets no `emulator-admin` context). The credential needs the impersonation RBAC of
+//! `deploy/agent-impersonation-rbac.yaml`; the dev users' groups get what the cluster's
+//! own RBAC grants them.
+//!
 //! Ctrl-C or SIGTERM stops everything, removes `ready` and exits 0.
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Parser;
 use gatehouse_tests::harness::kubeconfig;
 use gatehouse_tests::harness::stack::{Stack, StackOptions};
@@ -28,14 +34,21 @@ struct Args {
     #[arg(long)]
     out_dir: Option<PathBuf>,
 
-    /// Point the agent at a real cluster from this kubeconfig instead of the emulator
-    /// (not supported yet).
-    #[arg(long)]
+    /// Put a real cluster behind the local stack: the agent forwards to the cluster of
+    /// this kubeconfig, authenticating with that context's user (token, tokenFile, client
+    /// certificate or exec plugin such as `aws eks get-token`). That user needs the RBAC
+    /// in deploy/agent-impersonation-rbac.yaml.
+    #[arg(long, value_name = "PATH")]
     upstream_kubeconfig: Option<PathBuf>,
 
-    /// Context of --upstream-kubeconfig to use.
-    #[arg(long, requires = "upstream_kubeconfig")]
+    /// Context of --upstream-kubeconfig to use (default: its current-context).
+    #[arg(long, value_name = "NAME", requires = "upstream_kubeconfig")]
     context: Option<String>,
+
+    /// Run the emulator's pod processes without cgroups, even as root (lets a second
+    /// dev stack, e.g. a test's, run beside one that uses them).
+    #[arg(long)]
+    no_cgroups: bool,
 }
 
 fn default_out_dir() -> PathBuf {
@@ -63,32 +76,47 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    if let Some(path) = &args.upstream_kubeconfig {
-        bail!(
-            "--upstream-kubeconfig {} is not supported yet: this version of dev-stack only runs \
-             against the built-in Kubernetes API emulator",
-            path.display()
-        );
-    }
+    // The agent runs in the output directory's context: give it an absolute path.
+    let upstream = match &args.upstream_kubeconfig {
+        Some(path) => Some(std::fs::canonicalize(path).with_context(|| {
+            format!("--upstream-kubeconfig {}: cannot read it", path.display())
+        })?),
+        None => None,
+    };
     let out_dir = args.out_dir.unwrap_or_else(default_out_dir);
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let ready = out_dir.join("ready");
     let _ = std::fs::remove_file(&ready);
 
     let mut options = StackOptions::new(&out_dir);
-    options.cgroup_root = cgroup_root();
+    options.cgroup_root = if args.no_cgroups { None } else { cgroup_root() };
+    options.upstream_kubeconfig = upstream.clone();
+    options.upstream_context = args.context.clone();
     let stack = Stack::start(options).await?;
+    let upstream = upstream.map(|path| Upstream {
+        path,
+        context: args.context,
+    });
 
     let kubeconfig_path = out_dir.join("kubeconfig");
     let mut contexts = Vec::new();
     for user in ["alice", "bob", "carol"] {
         contexts.push(stack.context_for(user)?);
     }
-    contexts.push(stack.emulator_admin_context());
+    // Straight to the emulator only when the agent is in front of it.
+    if upstream.is_none() {
+        contexts.push(stack.emulator_admin_context());
+    }
     kubeconfig::write(&kubeconfig_path, &contexts)?;
-    std::fs::write(out_dir.join("env"), env_file(&stack, &kubeconfig_path))?;
+    std::fs::write(
+        out_dir.join("env"),
+        env_file(&stack, &kubeconfig_path, upstream.as_ref()),
+    )?;
     std::fs::write(&ready, "ready\n")?;
-    print_banner(&stack, &kubeconfig_path, &out_dir);
+    match &upstream {
+        None => print_banner(&stack, &kubeconfig_path, &out_dir),
+        Some(upstream) => print_upstream_banner(&stack, &kubeconfig_path, &out_dir, upstream),
+    }
 
     gatehouse_tests::harness::shutdown_signal().await;
     eprintln!("dev-stack: stopping…");
@@ -98,15 +126,35 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn env_file(stack: &Stack, kubeconfig: &Path) -> String {
+/// The real cluster behind the agent (`--upstream-kubeconfig`).
+struct Upstream {
+    path: PathBuf,
+    context: Option<String>,
+}
+
+impl Upstream {
+    fn describe(&self) -> String {
+        match &self.context {
+            Some(context) => format!("{} (context {context})", self.path.display()),
+            None => format!("{} (its current-context)", self.path.display()),
+        }
+    }
+}
+
+fn env_file(stack: &Stack, kubeconfig: &Path, upstream: Option<&Upstream>) -> String {
     let issuer = stack.issuer.issuer_url();
     let ca = stack.ca_cert_path().display();
+    // The upstream line replaces the emulator's when a real cluster is behind the agent.
+    let upstream_line = match upstream {
+        None => format!("export KUBE_EMULATOR_URL={}", stack.emulator.url()),
+        Some(u) => format!("export GATEHOUSE_UPSTREAM_KUBECONFIG={}", u.path.display()),
+    };
     format!(
         "# Gatehouse dev stack — source this file: . target/dev/env\n\
          export GATEHOUSE_AGENT_URL={agent}\n\
          export GATEHOUSE_COLLECTOR_URL={collector}\n\
          export GATEHOUSE_AGENT_OPS_URL={ops}\n\
-         export KUBE_EMULATOR_URL={emulator}\n\
+         {upstream_line}\n\
          export GATEHOUSE_OIDC_ISSUER_URL={issuer}\n\
          export GATEHOUSE_DEV_CA={ca}\n\
          export KUBECONFIG={kubeconfig}\n\
@@ -120,9 +168,32 @@ fn env_file(stack: &Stack, kubeconfig: &Path) -> String {
             .ops_addr
             .map(|addr| format!("http://{addr}"))
             .unwrap_or_default(),
-        emulator = stack.emulator.url(),
         kubeconfig = kubeconfig.display(),
     )
+}
+
+fn print_upstream_banner(stack: &Stack, kubeconfig: &Path, out_dir: &Path, upstream: &Upstream) {
+    println!(
+        "\nGatehouse dev stack is up, in front of a real cluster.\n\n\
+         \x20 agent       {agent}   (log: {dir}/agent.log)\n\
+         \x20 collector   {collector}   (log: {dir}/collector.log)\n\
+         \x20 upstream    {upstream}\n\
+         \x20 OIDC issuer {issuer}\n\n\
+         The agent forwards as that context's user, impersonating alice (group engineers),\n\
+         bob (sre-leads) and carol (security); the cluster's RBAC decides what they may do.\n\
+         The agent's user needs deploy/agent-impersonation-rbac.yaml (see deploy/README.md).\n\n\
+         \x20 export KUBECONFIG={kubeconfig}\n\
+         \x20 kubectl --context alice auth whoami\n\
+         \x20 kubectl --context bob get pods -A\n\n\
+         \x20 URLs and token commands: . {dir}/env\n\
+         Ctrl-C stops everything.",
+        agent = stack.agent_url(),
+        collector = stack.collector_url(),
+        upstream = upstream.describe(),
+        issuer = stack.issuer.issuer_url(),
+        kubeconfig = kubeconfig.display(),
+        dir = out_dir.display(),
+    );
 }
 
 fn print_banner(stack: &Stack, kubeconfig: &Path, out_dir: &Path) {

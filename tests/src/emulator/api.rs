@@ -35,6 +35,8 @@ pub struct Emulator {
     dir: PathBuf,
     admin_token: String,
     agent_token: String,
+    // --- client certificates (task U) ---
+    ca: Arc<crate::pki::Ca>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -55,7 +57,8 @@ impl Emulator {
             "kube-apiserver",
             &["kubernetes", "kubernetes.default", "kubernetes.default.svc"],
         )?;
-        let tls = leaf.server_config(&[b"h2", b"http/1.1"])?;
+        // Client certificates are optional and must be signed by the same CA.
+        let tls = leaf.server_config_with_client_ca(&[b"h2", b"http/1.1"], &ca.cert_pem())?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
@@ -97,6 +100,7 @@ impl Emulator {
             dir: config.dir,
             admin_token,
             agent_token,
+            ca: Arc::new(ca),
             stop,
             task,
         })
@@ -120,6 +124,17 @@ impl Emulator {
     /// Token of `system:serviceaccount:gatehouse:gatehouse-agent`.
     pub fn agent_token(&self) -> String {
         self.agent_token.clone()
+    }
+
+    /// A client certificate (and key) signed by the emulator's CA that authenticates as
+    /// `user` in `groups` (CN and O, as on a real API server). rcgen keeps one value per
+    /// subject attribute, so pass at most one group.
+    pub fn issue_client_cert(
+        &self,
+        user: &str,
+        groups: &[&str],
+    ) -> anyhow::Result<crate::pki::CertKeyPem> {
+        Ok(self.ca.issue_client(user, groups)?)
     }
 
     /// Adds a bearer token for `user`.

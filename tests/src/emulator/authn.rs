@@ -1,4 +1,6 @@
-//! Bearer-token authentication against an in-memory token table.
+//! Authentication as the API server does it: x509 client certificates (CN = user,
+//! O = groups; verified against the emulator's CA by the TLS layer) and bearer tokens
+//! from an in-memory token table.
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -87,6 +89,37 @@ impl TokenTable {
     }
 }
 
+/// The verified client certificate of a connection, put into each request's extensions
+/// by the TLS server.
+#[derive(Debug, Clone)]
+pub struct ClientCertUser(pub UserInfo);
+
+/// The user a verified client certificate names: CN = user name, each O = a group (as
+/// kube-apiserver's x509 authenticator). `None` if the certificate has no CN.
+pub fn user_from_certificate(der: &[u8]) -> Option<UserInfo> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject();
+    let username = subject
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())?
+        .to_string();
+    if username.is_empty() {
+        return None;
+    }
+    let mut groups: Vec<String> = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(str::to_string))
+        .collect();
+    groups.push("system:authenticated".into());
+    Some(UserInfo {
+        username,
+        uid: String::new(),
+        groups,
+        extra: BTreeMap::new(),
+    })
+}
+
 /// A random token (hex), for the admin and agent identities.
 pub fn random_token() -> String {
     use rand::Rng;
@@ -97,6 +130,7 @@ pub fn random_token() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls_pki_types::pem::PemObject;
 
     #[test]
     fn bearer_tokens() {
@@ -109,5 +143,21 @@ mod tests {
         assert!(table.authenticate(Some("Bearer nope")).is_none());
         assert!(table.authenticate(Some("Basic abc")).is_none());
         assert!(table.authenticate(None).is_none());
+    }
+
+    #[test]
+    fn client_certificates_name_user_and_groups() -> anyhow::Result<()> {
+        let ca = crate::pki::Ca::new("ca")?;
+        // One group: rcgen keeps a single value per subject attribute type.
+        let leaf = ca.issue_client("agent-mtls", &["gatehouse:agents"])?;
+        let der = rustls_pki_types::CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes())?;
+        let user = user_from_certificate(&der).ok_or_else(|| anyhow::anyhow!("no user"))?;
+        assert_eq!(user.username, "agent-mtls");
+        assert_eq!(
+            user.groups,
+            vec!["gatehouse:agents", "system:authenticated"]
+        );
+        assert!(user_from_certificate(b"garbage").is_none());
+        Ok(())
     }
 }

@@ -84,7 +84,12 @@ async fn route(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let caller = match shared.tokens.authenticate(authorization) {
+    // As kube-apiserver's union authenticator: a verified client certificate first.
+    let cert_user = req
+        .extensions()
+        .get::<super::authn::ClientCertUser>()
+        .map(|c| c.0.clone());
+    let caller = match cert_user.or_else(|| shared.tokens.authenticate(authorization)) {
         Some(user) => user,
         None if authorization.is_none() && public(&record.path) => {
             UserInfo::new("system:anonymous", &["system:unauthenticated"])

@@ -1,6 +1,7 @@
 //! The listener: TLS (h2 and HTTP/1.1 by ALPN, upgrades kept working) on 127.0.0.1, one
 //! task per connection, stopped together on shutdown.
 
+use super::authn;
 use super::context::Shared;
 use super::router;
 use hyper::service::service_fn;
@@ -45,8 +46,19 @@ pub async fn run(
                     return;
                 }
             };
-            let service = service_fn(move |req| {
+            // The TLS layer verified the chain; the leaf names the user.
+            let cert_user = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .and_then(|leaf| authn::user_from_certificate(leaf))
+                .map(authn::ClientCertUser);
+            let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 let shared = shared.clone();
+                if let Some(user) = &cert_user {
+                    req.extensions_mut().insert(user.clone());
+                }
                 async move { Ok::<_, std::convert::Infallible>(router::handle(shared, req).await) }
             });
             let builder = auto::Builder::new(TokioExecutor::new());

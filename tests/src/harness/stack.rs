@@ -50,6 +50,12 @@ pub struct StackOptions {
     pub bin_dir: Option<PathBuf>,
     /// Extra `gatehouse-agent` flags.
     pub agent_args: Vec<String>,
+    // --- upstream kubeconfig (task U) ---
+    /// Send the agent to the cluster of this kubeconfig (`--upstream-kubeconfig`) instead
+    /// of the built-in emulator, which then still runs but gets no agent traffic.
+    pub upstream_kubeconfig: Option<PathBuf>,
+    /// Context of `upstream_kubeconfig` (default: its current-context).
+    pub upstream_context: Option<String>,
 }
 
 impl StackOptions {
@@ -62,6 +68,8 @@ impl StackOptions {
             cgroup_root: None,
             bin_dir: None,
             agent_args: Vec::new(),
+            upstream_kubeconfig: None,
+            upstream_context: None,
         }
     }
 }
@@ -260,14 +268,27 @@ impl Stack {
             format!("--listen={agent_addr}"),
             format!("--tls-cert={}", agent_cert.display()),
             format!("--tls-key={}", agent_key.display()),
-            format!("--upstream-url={}", emulator.url()),
-            format!("--upstream-ca-file={}", emulator.ca_cert_path().display()),
-            format!("--upstream-token-file={}", agent_token.display()),
+        ];
+        // --- upstream kubeconfig (task U) ---
+        match &options.upstream_kubeconfig {
+            Some(path) => {
+                args.push(format!("--upstream-kubeconfig={}", path.display()));
+                if let Some(context) = &options.upstream_context {
+                    args.push(format!("--upstream-context={context}"));
+                }
+            }
+            None => args.extend([
+                format!("--upstream-url={}", emulator.url()),
+                format!("--upstream-ca-file={}", emulator.ca_cert_path().display()),
+                format!("--upstream-token-file={}", agent_token.display()),
+            ]),
+        }
+        args.extend([
             format!("--oidc-issuer-url={}", issuer.issuer_url()),
             format!("--oidc-ca-file={}", ca_path.display()),
             format!("--oidc-client-id={}", issuer.client_id()),
             "--drain-timeout=2s".into(),
-        ];
+        ]);
         // Parallel stacks must not fight over the default ops port: each gets its own,
         // unless the caller chose one.
         let mut ops_addr = None;
