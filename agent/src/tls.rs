@@ -120,18 +120,30 @@ struct Loaded {
     checked: Instant,
 }
 
-/// A server certificate read from files and re-read when their modification time changes
-/// (checked on a handshake, at most once per second). Broken new files are logged and the
-/// last good pair keeps being served.
-pub struct ReloadingCert {
+/// Loads a certificate chain and key from two files into a checked [`CertifiedKey`].
+pub type PairLoader<E> = fn(&Path, &Path) -> std::result::Result<CertifiedKey, E>;
+
+/// A certificate + key pair read from files and re-read when their modification times
+/// change (checked on a handshake, at most once per second), so cert-manager style
+/// rotation needs no restart. Broken new files are logged and the last good pair stays.
+/// The listener's certificate ([`ReloadingCert`]) and the agent's upstream client
+/// certificate share it.
+pub struct ReloadingPair<E> {
     cert_file: PathBuf,
     key_file: PathBuf,
+    /// What the pair is, for logs ("TLS certificate", "upstream client certificate").
+    what: &'static str,
+    load: PairLoader<E>,
     current: Mutex<Loaded>,
 }
 
-impl std::fmt::Debug for ReloadingCert {
+/// The listener's certificate.
+pub type ReloadingCert = ReloadingPair<TlsError>;
+
+impl<E> std::fmt::Debug for ReloadingPair<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReloadingCert")
+        f.debug_struct("ReloadingPair")
+            .field("what", &self.what)
             .field("cert_file", &self.cert_file)
             .field("key_file", &self.key_file)
             .finish_non_exhaustive()
@@ -144,13 +156,27 @@ fn mtimes(cert_file: &Path, key_file: &Path) -> (Option<SystemTime>, Option<Syst
 }
 
 impl ReloadingCert {
-    /// Loads the pair once; fails if the files are unusable at start (fail closed).
+    /// The listener's pair; fails if the files are unusable at start (fail closed).
     pub fn new(cert_file: &Path, key_file: &Path) -> Result<Self> {
+        Self::load(cert_file, key_file, "TLS certificate", load_certified_key)
+    }
+}
+
+impl<E: std::error::Error> ReloadingPair<E> {
+    /// Loads the pair once with `load`; fails if the files are unusable now.
+    pub fn load(
+        cert_file: &Path,
+        key_file: &Path,
+        what: &'static str,
+        load: PairLoader<E>,
+    ) -> std::result::Result<Self, E> {
         let stamp = mtimes(cert_file, key_file);
-        let key = Arc::new(load_certified_key(cert_file, key_file)?);
+        let key = Arc::new(load(cert_file, key_file)?);
         Ok(Self {
             cert_file: cert_file.to_path_buf(),
             key_file: key_file.to_path_buf(),
+            what,
+            load,
             current: Mutex::new(Loaded {
                 key,
                 stamp,
@@ -168,20 +194,36 @@ impl ReloadingCert {
             if stamp != loaded.stamp {
                 // Remember the stamp either way: a broken file is logged once, not per handshake.
                 loaded.stamp = stamp;
-                match load_certified_key(&self.cert_file, &self.key_file) {
+                match (self.load)(&self.cert_file, &self.key_file) {
                     Ok(key) => {
-                        tracing::info!(cert = %self.cert_file.display(), "reloaded TLS certificate");
+                        tracing::info!(cert = %self.cert_file.display(), "reloaded the {}", self.what);
                         loaded.key = Arc::new(key);
                     }
                     Err(err) => tracing::error!(
                         cert = %self.cert_file.display(),
                         error = %crate::authenticate::jwks::error_chain(&err),
-                        "new TLS certificate files are unusable; keeping the previous pair"
+                        "new {} files are unusable; keeping the previous pair",
+                        self.what
                     ),
                 }
             }
         }
         Some(loaded.key.clone())
+    }
+
+    /// Makes the next `current()` look at the files: bumps `touched`'s mtime and skips the
+    /// once-per-second interval.
+    #[cfg(test)]
+    pub(crate) fn force_check(&self, touched: &Path) -> std::io::Result<()> {
+        let later = SystemTime::now() + Duration::from_secs(5);
+        std::fs::File::options()
+            .write(true)
+            .open(touched)?
+            .set_modified(later)?;
+        if let Ok(mut loaded) = self.current.lock() {
+            loaded.checked = Instant::now() - RELOAD_CHECK_INTERVAL * 2;
+        }
+        Ok(())
     }
 }
 
@@ -272,27 +314,14 @@ mod tests {
 
         // Broken files: the old pair stays.
         std::fs::write(&c, "not a pem")?;
-        force_check(&resolver, &c)?;
+        resolver.force_check(&c)?;
         assert_eq!(resolver.current().ok_or("no key")?.cert[0], first);
 
         // A good new pair replaces it.
         write_pair(dir.path(), "second.test")?;
-        force_check(&resolver, &c)?;
+        resolver.force_check(&c)?;
         let second = resolver.current().ok_or("no key")?.cert[0].clone();
         assert_ne!(second, first);
-        Ok(())
-    }
-
-    /// Makes the next `current()` look at the files (bumps the mtime, skips the interval).
-    fn force_check(resolver: &ReloadingCert, c: &Path) -> std::io::Result<()> {
-        let later = SystemTime::now() + Duration::from_secs(5);
-        std::fs::File::options()
-            .write(true)
-            .open(c)?
-            .set_modified(later)?;
-        if let Ok(mut loaded) = resolver.current.lock() {
-            loaded.checked = Instant::now() - RELOAD_CHECK_INTERVAL * 2;
-        }
         Ok(())
     }
 

@@ -6,16 +6,13 @@
 
 use super::UpstreamError;
 use super::credential::ClientIdentity;
+use crate::tls::ReloadingPair;
 use rustls::client::ResolvesClientCert;
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
-
-/// How often, at most, a handshake looks at the files' modification times.
-const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+use std::sync::Arc;
 
 /// Where a PEM blob comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,7 +85,7 @@ impl Pem {
 pub fn load(cert: &Pem, key: &Pem) -> Result<ClientIdentity, UpstreamError> {
     let (certs, key_der) = read_pair(cert, key)?;
     let reload = match (cert, key) {
-        (Pem::File(c), Pem::File(k)) => Some(Arc::new(ReloadingClientCert::new(c, k)?)),
+        (Pem::File(c), Pem::File(k)) => Some(Arc::new(reloading(c, k)?)),
         _ => None,
     };
     Ok(ClientIdentity {
@@ -128,78 +125,19 @@ fn certified_key(cert: &Pem, key: &Pem) -> Result<CertifiedKey, UpstreamError> {
     Ok(certified)
 }
 
-struct Loaded {
-    key: Arc<CertifiedKey>,
-    stamp: (Option<SystemTime>, Option<SystemTime>),
-    checked: Instant,
+/// The upstream client certificate from files, re-read when they change.
+pub type ReloadingClientCert = ReloadingPair<UpstreamError>;
+
+/// Loads a client certificate pair from files (the [`ReloadingPair`] loader).
+fn load_files(cert: &Path, key: &Path) -> Result<CertifiedKey, UpstreamError> {
+    certified_key(
+        &Pem::File(cert.to_path_buf()),
+        &Pem::File(key.to_path_buf()),
+    )
 }
 
-/// A client certificate from files, re-read when their modification times change
-/// (checked on a handshake, at most once per second).
-pub struct ReloadingClientCert {
-    cert: Pem,
-    key: Pem,
-    current: Mutex<Loaded>,
-}
-
-impl std::fmt::Debug for ReloadingClientCert {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReloadingClientCert")
-            .field("cert", &self.cert.origin())
-            .field("key", &self.key.origin())
-            .finish_non_exhaustive()
-    }
-}
-
-fn mtimes(cert: &Path, key: &Path) -> (Option<SystemTime>, Option<SystemTime>) {
-    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    (mtime(cert), mtime(key))
-}
-
-impl ReloadingClientCert {
-    /// Loads the pair once; fails if it is unusable now.
-    pub fn new(cert: &Path, key: &Path) -> Result<Self, UpstreamError> {
-        let stamp = mtimes(cert, key);
-        let (cert, key) = (Pem::File(cert.to_path_buf()), Pem::File(key.to_path_buf()));
-        let loaded = Arc::new(certified_key(&cert, &key)?);
-        Ok(Self {
-            cert,
-            key,
-            current: Mutex::new(Loaded {
-                key: loaded,
-                stamp,
-                checked: Instant::now(),
-            }),
-        })
-    }
-
-    /// The pair to present now, reloading first if the files changed.
-    pub fn current(&self) -> Option<Arc<CertifiedKey>> {
-        let mut loaded = self.current.lock().ok()?;
-        if loaded.checked.elapsed() >= RELOAD_CHECK_INTERVAL {
-            loaded.checked = Instant::now();
-            let stamp = match (&self.cert, &self.key) {
-                (Pem::File(c), Pem::File(k)) => mtimes(c, k),
-                _ => loaded.stamp,
-            };
-            if stamp != loaded.stamp {
-                // Remember the stamp either way: a broken file is logged once.
-                loaded.stamp = stamp;
-                match certified_key(&self.cert, &self.key) {
-                    Ok(key) => {
-                        tracing::info!(cert = %self.cert.origin(), "reloaded the upstream client certificate");
-                        loaded.key = Arc::new(key);
-                    }
-                    Err(err) => tracing::error!(
-                        cert = %self.cert.origin(),
-                        error = %crate::authenticate::jwks::error_chain(&err),
-                        "new upstream client certificate files are unusable; keeping the previous pair"
-                    ),
-                }
-            }
-        }
-        Some(loaded.key.clone())
-    }
+fn reloading(cert: &Path, key: &Path) -> Result<ReloadingClientCert, UpstreamError> {
+    ReloadingPair::load(cert, key, "upstream client certificate", load_files)
 }
 
 impl ResolvesClientCert for ReloadingClientCert {
@@ -307,11 +245,11 @@ mod tests {
         assert_eq!(first, identity.certs[0]);
 
         std::fs::write(&c, "not a pem")?;
-        force_check(&resolver, &c)?;
+        resolver.force_check(&c)?;
         assert_eq!(resolver.current().ok_or("none")?.cert[0], first);
 
         write(&pair()?)?;
-        force_check(&resolver, &c)?;
+        resolver.force_check(&c)?;
         assert_ne!(resolver.current().ok_or("none")?.cert[0], first);
 
         // Inline data cannot change: no reloader.
@@ -321,19 +259,6 @@ mod tests {
                 .reload
                 .is_none()
         );
-        Ok(())
-    }
-
-    /// Makes the next `current()` look at the files (bumps the mtime, skips the interval).
-    fn force_check(resolver: &ReloadingClientCert, c: &Path) -> std::io::Result<()> {
-        let later = SystemTime::now() + Duration::from_secs(5);
-        std::fs::File::options()
-            .write(true)
-            .open(c)?
-            .set_modified(later)?;
-        if let Ok(mut loaded) = resolver.current.lock() {
-            loaded.checked = Instant::now() - RELOAD_CHECK_INTERVAL * 2;
-        }
         Ok(())
     }
 
