@@ -84,11 +84,13 @@ impl ClickHouse {
             if self.ping() {
                 return Ok(());
             }
-            if let Some(c) = self.child.as_mut() {
-                if let Some(status) = c.try_wait()? {
-                    self.child = None;
-                    anyhow::bail!("clickhouse-server exited early: {status}");
-                }
+            let exited = match self.child.as_mut() {
+                Some(c) => c.try_wait()?,
+                None => None,
+            };
+            if let Some(status) = exited {
+                self.child = None;
+                anyhow::bail!("clickhouse-server exited early: {status}");
             }
             std::thread::sleep(Duration::from_millis(100));
         }
