@@ -106,6 +106,28 @@ impl ClickHouse {
         }
     }
 
+    /// Runs one SQL statement over the HTTP interface and returns the response body
+    /// (tab-separated for selects). An HTTP error is an `Err` carrying ClickHouse's message.
+    pub fn query(&self, sql: &str) -> anyhow::Result<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.http_port))?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let head = format!(
+            "POST / HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n",
+            sql.len()
+        );
+        s.write_all(head.as_bytes())?;
+        s.write_all(sql.as_bytes())?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        let (status, body) = out
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| anyhow::anyhow!("malformed HTTP answer from clickhouse: {out}"))?;
+        if !status.contains(" 200 ") {
+            anyhow::bail!("clickhouse refused `{sql}`: {body}");
+        }
+        Ok(body.to_string())
+    }
+
     /// Whether `GET /ping` answers `Ok.`.
     pub fn ping(&self) -> bool {
         let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.http_port)) else {
