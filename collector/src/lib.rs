@@ -11,6 +11,7 @@
 //! - [`metrics`]: the collector's metric families, registered under `gatehouse_collector`.
 //! - [`server`]: the HTTP listener, routes and graceful shutdown; [`server::run`].
 //! - [`shutdown`]: the SIGINT/SIGTERM future.
+//! - [`store`]: the audit store ([`store::AuditStore`]; ClickHouse and in-memory).
 //! - [`telemetry`]: tracing subscriber setup (`--log-format json|text`).
 #![deny(missing_docs)]
 
@@ -19,4 +20,5 @@ pub mod config;
 pub mod metrics;
 pub mod server;
 pub mod shutdown;
+pub mod store;
 pub mod telemetry;
