@@ -8,6 +8,7 @@
 //! # Layout
 //! - [`cli`]: library parts of the `gatehouse` user CLI (token cache, exec credential).
 //! - [`config`]: [`config::CollectorConfig`] with defaults.
+//! - [`ingest`]: the TLS `POST /v1/ingest` endpoint agents ship batches to.
 //! - [`metrics`]: the collector's metric families, registered under `gatehouse_collector`.
 //! - [`server`]: the HTTP listener, routes and graceful shutdown; [`server::run`].
 //! - [`shutdown`]: the SIGINT/SIGTERM future.
@@ -17,6 +18,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod ingest;
 pub mod metrics;
 pub mod server;
 pub mod shutdown;

@@ -3,16 +3,25 @@
 use anyhow::Context;
 use clap::Parser;
 use gatehouse_collector::config::CollectorConfig;
+use gatehouse_collector::ingest::{self, IngestConfig, IngestState};
+use gatehouse_collector::metrics::IngestMetrics;
+use gatehouse_collector::store::AuditStore;
+use gatehouse_collector::store::clickhouse::{ClickHouseConfig, ClickHouseStore};
+use gatehouse_collector::store::schema::SchemaSettings;
 use gatehouse_collector::telemetry::{self, LogFormat};
 use gatehouse_collector::{server, shutdown};
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Gatehouse collector: the central service Gatehouse agents report to.
 ///
-/// This version serves health checks (/healthz, /readyz) and Prometheus metrics
-/// (/metrics) over plain HTTP; keep it on loopback or behind a TLS-terminating proxy.
-/// Event ingest, approvals, policy distribution, the ClickHouse audit store and the audit
-/// query API arrive in later versions.
+/// Serves health checks (/healthz, /readyz) and Prometheus metrics (/metrics) over plain
+/// HTTP on --listen (keep it on loopback or behind a TLS-terminating proxy), and, with
+/// --ingest-listen, the agents' ingest endpoint (TLS, HTTP/2, POST /v1/ingest) that commits
+/// audit events to ClickHouse. The ClickHouse password comes from --clickhouse-password-file
+/// or the GATEHOUSE_CLICKHOUSE_PASSWORD environment variable and is never logged.
 #[derive(Debug, Parser)]
 #[command(name = "gatehouse-collector", version, about, long_about)]
 struct Args {
@@ -31,6 +40,67 @@ struct Args {
     /// Log format.
     #[arg(long, value_enum, env = "GATEHOUSE_LOG_FORMAT", default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+
+    // --- ingest + ClickHouse store (task K) ---
+    /// Address of the agent ingest listener (TLS, HTTP/2 only). Requires --tls-cert-file,
+    /// --tls-key-file, --agent-ca-file and --clickhouse-url.
+    #[arg(long, env = "GATEHOUSE_COLLECTOR_INGEST_LISTEN")]
+    ingest_listen: Option<SocketAddr>,
+
+    /// PEM certificate chain the ingest listener presents.
+    #[arg(long, requires = "ingest_listen")]
+    tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, requires = "ingest_listen")]
+    tls_key_file: Option<PathBuf>,
+
+    /// PEM CA that issues agent client certificates; the certificate's CN is the agent's
+    /// node name and must match the `agent` of every batch it sends.
+    #[arg(long, requires = "ingest_listen")]
+    agent_ca_file: Option<PathBuf>,
+
+    /// ClickHouse HTTP interface, e.g. http://127.0.0.1:8123.
+    #[arg(long, env = "GATEHOUSE_CLICKHOUSE_URL")]
+    clickhouse_url: Option<String>,
+
+    /// ClickHouse database for the audit tables (created when missing).
+    #[arg(
+        long,
+        env = "GATEHOUSE_CLICKHOUSE_DATABASE",
+        default_value = "gatehouse"
+    )]
+    clickhouse_database: String,
+
+    /// ClickHouse user (default: the server's `default` user).
+    #[arg(long, env = "GATEHOUSE_CLICKHOUSE_USER")]
+    clickhouse_user: Option<String>,
+
+    /// File holding the ClickHouse password (first line). Without it the password is read
+    /// from GATEHOUSE_CLICKHOUSE_PASSWORD, if set.
+    #[arg(long)]
+    clickhouse_password_file: Option<PathBuf>,
+
+    /// Days audit rows are kept (TTL) on ClickHouse servers that support TTL.
+    #[arg(long, default_value_t = 400)]
+    retention_days: u32,
+
+    /// Seconds one batch commit may take before it is answered `committed:false`.
+    #[arg(long, default_value_t = 30)]
+    store_timeout_secs: u64,
+
+    /// Batches of one ingest stream read ahead of the store (backpressure beyond that).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    max_in_flight: u64,
+}
+
+fn password(args: &Args) -> anyhow::Result<Option<String>> {
+    if let Some(path) = &args.clickhouse_password_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading --clickhouse-password-file {}", path.display()))?;
+        return Ok(Some(text.lines().next().unwrap_or_default().to_string()));
+    }
+    Ok(std::env::var("GATEHOUSE_CLICKHOUSE_PASSWORD").ok())
 }
 
 #[tokio::main]
@@ -39,13 +109,85 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init(args.log_format, "info");
     let config = CollectorConfig {
         listen: args.listen,
-        drain_timeout: std::time::Duration::from_secs(args.drain_timeout_secs),
+        drain_timeout: Duration::from_secs(args.drain_timeout_secs),
     };
+    let mut registry = prometheus_client::registry::Registry::default();
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown::signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    let ingest_task = match args.ingest_listen {
+        None => None,
+        Some(addr) => {
+            let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_key_file) else {
+                anyhow::bail!("--ingest-listen needs --tls-cert-file and --tls-key-file");
+            };
+            let Some(agent_ca) = &args.agent_ca_file else {
+                anyhow::bail!(
+                    "--ingest-listen needs --agent-ca-file (agents authenticate with client certificates)"
+                );
+            };
+            let Some(url) = &args.clickhouse_url else {
+                anyhow::bail!("--ingest-listen needs --clickhouse-url (no embedded store yet)");
+            };
+            let tls = ingest::tls::server_config(cert, key, Some(agent_ca))
+                .context("ingest TLS settings")?;
+            let mut store_config = ClickHouseConfig::new(url.clone(), &args.clickhouse_database);
+            store_config.user = args.clickhouse_user.clone();
+            store_config.password = password(&args)?;
+            store_config.timeout = Duration::from_secs(args.store_timeout_secs);
+            store_config.schema = SchemaSettings {
+                retention_days: args.retention_days,
+            };
+            let store = Arc::new(ClickHouseStore::new(store_config));
+            // Down at start-up is not fatal: the store connects on the first batch, and
+            // until then batches are answered committed:false and stay in agent spools.
+            match store.migrate().await {
+                Ok(report) => tracing::info!(
+                    server_version = %report.server_version,
+                    applied = ?report.applied,
+                    "audit store schema current"
+                ),
+                Err(err) => tracing::warn!(error = %err, "audit store not reachable yet"),
+            }
+            let store: Arc<dyn AuditStore> = store;
+            let state = Arc::new(IngestState {
+                store,
+                metrics: IngestMetrics::register(&mut registry),
+                config: IngestConfig {
+                    max_in_flight: usize::try_from(args.max_in_flight).unwrap_or(4),
+                    drain_timeout: config.drain_timeout,
+                    ..IngestConfig::default()
+                },
+            });
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding ingest {addr}"))?;
+            Some(tokio::spawn(ingest::serve(
+                listener,
+                tls,
+                state,
+                stopped(stop_rx.clone()),
+            )))
+        }
+    };
+
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
-    let registry = prometheus_client::registry::Registry::default();
-    server::run(listener, config, registry, shutdown::signal())
+    server::run(listener, config, registry, stopped(stop_rx))
         .await
-        .context("collector failed")
+        .context("collector failed")?;
+    if let Some(task) = ingest_task {
+        task.await
+            .context("ingest task panicked")?
+            .context("ingest failed")?;
+    }
+    Ok(())
 }
