@@ -173,3 +173,235 @@ async fn commit_batches(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::IngestConfig;
+    use crate::metrics::IngestMetrics;
+    use crate::store::memory::MemoryStore;
+    use crate::store::{AuditStore, InsertOutcome, StoreError};
+    use futures_util::future::BoxFuture;
+    use gatehouse_common::audit::{ApiRequestEvent, AuditEvent};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// A request body fed by the test that counts the chunks the reader pulled.
+    struct CountingBody {
+        rx: mpsc::Receiver<Bytes>,
+        pulled: Arc<AtomicUsize>,
+    }
+
+    impl Body for CountingBody {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            let polled = self.rx.poll_recv(cx);
+            if let Poll::Ready(Some(_)) = &polled {
+                self.pulled.fetch_add(1, Ordering::SeqCst);
+            }
+            polled.map(|b| b.map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    /// A store whose inserts wait until the test opens the gate.
+    struct GatedStore {
+        inner: MemoryStore,
+        gate: tokio::sync::Semaphore,
+        calls: AtomicUsize,
+    }
+
+    impl AuditStore for GatedStore {
+        fn insert<'a>(
+            &'a self,
+            events: &'a [AuditEvent],
+        ) -> BoxFuture<'a, Result<InsertOutcome, StoreError>> {
+            Box::pin(async move {
+                self.calls.fetch_add(1, Ordering::SeqCst);
+                let permit = self.gate.acquire().await;
+                drop(permit);
+                self.inner.insert(events).await
+            })
+        }
+
+        fn health(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+            self.inner.health()
+        }
+    }
+
+    fn event(id: &str) -> AuditEvent {
+        AuditEvent::ApiRequest(ApiRequestEvent {
+            event_id: id.into(),
+            ..ApiRequestEvent::default()
+        })
+    }
+
+    fn batch_frame(
+        agent: &str,
+        seq: u64,
+        ids: &[&str],
+    ) -> Result<Bytes, Box<dyn std::error::Error>> {
+        Ok(frame(&Batch {
+            agent: agent.into(),
+            seq,
+            events: ids.iter().map(|id| event(id)).collect(),
+        })?)
+    }
+
+    fn state(store: Arc<dyn AuditStore>, max_in_flight: usize) -> Arc<IngestState> {
+        Arc::new(IngestState {
+            store,
+            metrics: IngestMetrics::register(&mut prometheus_client::registry::Registry::default()),
+            config: IngestConfig {
+                max_in_flight,
+                ..IngestConfig::default()
+            },
+        })
+    }
+
+    struct Acks {
+        body: IngestBody,
+        decoder: FrameDecoder,
+    }
+
+    impl Acks {
+        async fn next(&mut self) -> Result<Option<Ack>, Box<dyn std::error::Error>> {
+            loop {
+                if let Some(ack) = self.decoder.next_frame::<Ack>()? {
+                    return Ok(Some(ack));
+                }
+                match tokio::time::timeout(WAIT, self.body.frame()).await? {
+                    None => return Ok(None),
+                    Some(Ok(f)) => {
+                        if let Ok(data) = f.into_data() {
+                            self.decoder.push(&data);
+                        }
+                    }
+                    Some(Err(never)) => match never {},
+                }
+            }
+        }
+    }
+
+    fn open(state: Arc<IngestState>, agent: &str) -> (mpsc::Sender<Bytes>, Arc<AtomicUsize>, Acks) {
+        let (tx, rx) = mpsc::channel(64);
+        let pulled = Arc::new(AtomicUsize::new(0));
+        let body = CountingBody {
+            rx,
+            pulled: pulled.clone(),
+        };
+        let resp = start(state, Arc::from(agent), body);
+        let acks = Acks {
+            body: resp.into_body(),
+            decoder: FrameDecoder::new(),
+        };
+        (tx, pulled, acks)
+    }
+
+    #[tokio::test]
+    async fn acks_follow_commits_in_order_and_resends_add_nothing()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let store = Arc::new(MemoryStore::new());
+        let (tx, _, mut acks) = open(state(store.clone(), 2), "n");
+        tx.send(batch_frame("n", 1, &["a", "b"])?).await?;
+        tx.send(batch_frame("n", 2, &["b", "c"])?).await?;
+        drop(tx);
+        let first = acks.next().await?.ok_or("no ack")?;
+        let second = acks.next().await?.ok_or("no ack")?;
+        assert_eq!((first.seq, first.committed, first.inserted), (1, true, 2));
+        assert_eq!(
+            (second.seq, second.committed, second.inserted),
+            (2, true, 1)
+        );
+        assert!(acks.next().await?.is_none());
+        assert_eq!(store.events().len(), 3);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn store_down_answers_uncommitted_and_recovers() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let store = Arc::new(MemoryStore::new());
+        let (tx, _, mut acks) = open(state(store.clone(), 2), "n");
+        store.set_down(true);
+        tx.send(batch_frame("n", 1, &["a"])?).await?;
+        let ack = acks.next().await?.ok_or("no ack")?;
+        assert!(
+            !ack.committed && ack.error.contains("store unavailable"),
+            "{ack:?}"
+        );
+        store.set_down(false);
+        tx.send(batch_frame("n", 2, &["a"])?).await?;
+        let ack = acks.next().await?.ok_or("no ack")?;
+        assert_eq!((ack.seq, ack.committed, ack.inserted), (2, true, 1));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_slow_store_stops_the_reader_after_max_in_flight_batches()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let store = Arc::new(GatedStore {
+            inner: MemoryStore::new(),
+            gate: tokio::sync::Semaphore::new(0),
+            calls: AtomicUsize::new(0),
+        });
+        let max_in_flight = 2;
+        let (tx, pulled, mut acks) = open(state(store.clone(), max_in_flight), "n");
+        for seq in 1..=20u64 {
+            tx.send(batch_frame("n", seq, &[&format!("e{seq}")])?)
+                .await?;
+        }
+        // Wait until the committer is stuck in the store with the first batch...
+        while store.calls.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // ...and give the reader every chance to run ahead (a single-threaded runtime:
+        // yielding lets it run until it blocks).
+        for _ in 0..1000 {
+            tokio::task::yield_now().await;
+        }
+        // One batch in the store, `max_in_flight` queued, one held by the blocked reader.
+        let read = pulled.load(Ordering::SeqCst);
+        assert!(read <= max_in_flight + 2, "reader pulled {read} chunks");
+        store.gate.add_permits(1000);
+        for seq in 1..=20u64 {
+            let ack = acks.next().await?.ok_or("no ack")?;
+            assert_eq!((ack.seq, ack.committed), (seq, true));
+        }
+        assert_eq!(pulled.load(Ordering::SeqCst), 20);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn wrong_agent_and_garbage_are_answered_after_earlier_acks_and_close()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let store = Arc::new(MemoryStore::new());
+        let (tx, _, mut acks) = open(state(store.clone(), 2), "n");
+        tx.send(batch_frame("n", 1, &["a"])?).await?;
+        tx.send(batch_frame("other", 2, &["b"])?).await?;
+        assert!(
+            acks.next()
+                .await?
+                .is_some_and(|a| a.seq == 1 && a.committed)
+        );
+        let err = acks.next().await?.ok_or("no error frame")?;
+        assert_eq!((err.seq, err.committed), (0, false));
+        assert!(err.error.contains("\"other\""), "{err:?}");
+        assert!(acks.next().await?.is_none());
+
+        let (tx, _, mut acks) = open(state(store.clone(), 2), "n");
+        tx.send(Bytes::from_static(&[0, 0, 0, 2, b'[', b'1']))
+            .await?;
+        let err = acks.next().await?.ok_or("no error frame")?;
+        assert!(err.error.starts_with("protocol error:"), "{err:?}");
+        assert!(acks.next().await?.is_none());
+        assert_eq!(store.events().len(), 1);
+        Ok(())
+    }
+}
