@@ -104,8 +104,9 @@ impl ClickHouseStore {
 
     fn base_client(&self) -> Client {
         // `with_validation(false)`: 18.16 refuses the schema query validation sends
-        // (TOOLCHAIN.md); rows go as plain RowBinary in column order instead. No compression
-        // until the version is known (18.16's HTTP interface predates the crate's LZ4 use).
+        // (TOOLCHAIN.md); rows go as plain RowBinary in column order instead. No transport
+        // compression: 18.16's HTTP interface predates the crate's LZ4 framing, and the
+        // collector sits next to ClickHouse (the columns are compressed at rest anyway).
         let mut client = Client::default()
             .with_url(self.config.url.clone())
             .with_validation(false)
@@ -129,10 +130,7 @@ impl ClickHouseStore {
         ))
         .execute()
         .await?;
-        let mut client = base.with_database(self.config.database.clone());
-        if features.codecs {
-            client = client.with_compression(::clickhouse::Compression::Lz4);
-        }
+        let client = base.with_database(self.config.database.clone());
         client
             .query(schema::CREATE_MIGRATIONS_TABLE)
             .execute()
