@@ -351,3 +351,112 @@ async fn collector_started_while_clickhouse_is_down_commits_once_it_is_up() -> a
     assert_eq!(count(&ch, DB, "api_requests")?, 2);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_service_account_tokens_are_checked_with_a_token_review() -> anyhow::Result<()> {
+    use gatehouse_tests::emulator::api::{Emulator, EmulatorConfig};
+    use gatehouse_tests::emulator::authn::UserInfo;
+    use gatehouse_tests::emulator::runtime::RuntimeConfig;
+    use gatehouse_tests::emulator::seed::Seed;
+
+    let Some(ch) = ClickHouse::launch()? else {
+        return Ok(());
+    };
+    let pki = Pki::new()?;
+    let emu_dir = tempfile::tempdir()?;
+    let emulator = Emulator::start(EmulatorConfig {
+        dir: emu_dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse()?,
+        seed: Seed::default(),
+        runtime: RuntimeConfig {
+            cgroup_root: None,
+            work_dir: emu_dir.path().join("runtime"),
+        },
+    })
+    .await?;
+    emulator.add_token(
+        "default-sa-token",
+        UserInfo::new("system:serviceaccount:default:default", &[]),
+    );
+    let collector = Collector::start_with(
+        &pki,
+        &ch.url(),
+        DB,
+        &[
+            format!("--token-review-url={}", emulator.url()),
+            format!(
+                "--token-review-ca-file={}",
+                emulator.ca_cert_path().display()
+            ),
+            format!(
+                "--token-review-token-file={}",
+                emu_dir.path().join("admin-token").display()
+            ),
+        ],
+    )
+    .await?;
+    let tls = || client_tls(&pki.server_ca.cert_pem(), None);
+
+    // The agent's service-account token: accepted (no node binding: any agent name).
+    let mut agent = IngestClient::connect(collector.ingest, tls()?).await?;
+    agent.bearer = Some(emulator.agent_token());
+    let mut stream = agent.open().await?;
+    assert_eq!(stream.status, 200);
+    stream.send(&batch("node-x", 1, &[api_event(1)])).await?;
+    let ack = stream
+        .next_ack()
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no ack"))?;
+    assert_eq!((ack.committed, ack.inserted), (true, 1), "{ack:?}");
+
+    // A valid token of a service account that is not an agent: 403.
+    let mut other = IngestClient::connect(collector.ingest, tls()?).await?;
+    other.bearer = Some("default-sa-token".into());
+    let stream = other.open().await?;
+    assert_eq!(stream.status, 403);
+    assert!(
+        stream
+            .text()
+            .await?
+            .contains("not an agent service account")
+    );
+
+    // A token the API server does not know: 401.
+    let mut bogus = IngestClient::connect(collector.ingest, tls()?).await?;
+    bogus.bearer = Some("not-a-token".into());
+    let stream = bogus.open().await?;
+    assert_eq!(stream.status, 401);
+
+    // The API server unreachable: refused with 503 (fail closed, retry later).
+    let dead = gatehouse_tests::harness::ports::free_loopback_addr()?;
+    let blind = Collector::start_with(
+        &pki,
+        &ch.url(),
+        DB,
+        &[
+            format!("--token-review-url=https://{dead}"),
+            format!(
+                "--token-review-ca-file={}",
+                emulator.ca_cert_path().display()
+            ),
+            format!(
+                "--token-review-token-file={}",
+                emu_dir.path().join("admin-token").display()
+            ),
+        ],
+    )
+    .await?;
+    let mut agent = IngestClient::connect(blind.ingest, tls()?).await?;
+    agent.bearer = Some(emulator.agent_token());
+    let stream = agent.open().await?;
+    assert_eq!(stream.status, 503);
+
+    assert_eq!(count(&ch, DB, "api_requests")?, 1);
+    let reviews = emulator
+        .request_log()
+        .iter()
+        .filter(|r| r.path.ends_with("/tokenreviews"))
+        .count();
+    assert_eq!(reviews, 3, "one TokenReview per stream");
+    Ok(())
+}

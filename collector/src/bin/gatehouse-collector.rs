@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::Parser;
 use gatehouse_collector::config::CollectorConfig;
+use gatehouse_collector::ingest::token_review::{TokenReviewConfig, TokenReviewer};
 use gatehouse_collector::ingest::{self, IngestConfig, IngestState};
 use gatehouse_collector::metrics::IngestMetrics;
 use gatehouse_collector::store::AuditStore;
@@ -89,6 +90,27 @@ struct Args {
     #[arg(long, default_value_t = 30)]
     store_timeout_secs: u64,
 
+    /// Kubernetes API server that verifies agent service-account tokens with a TokenReview
+    /// (for agents without a client certificate), e.g. https://kubernetes.default.svc.
+    #[arg(long, requires_all = ["token_review_ca_file", "token_review_token_file"])]
+    token_review_url: Option<String>,
+
+    /// PEM CA of the API server's certificate.
+    #[arg(long, requires = "token_review_url")]
+    token_review_ca_file: Option<PathBuf>,
+
+    /// File with the collector's own bearer token for the API server (needs `create` on
+    /// tokenreviews, e.g. the system:auth-delegator role); re-read for every review.
+    #[arg(long, requires = "token_review_url")]
+    token_review_token_file: Option<PathBuf>,
+
+    /// Service accounts (namespace:name) whose tokens identify agents; repeatable.
+    #[arg(
+        long = "agent-service-account",
+        default_value = "gatehouse:gatehouse-agent"
+    )]
+    agent_service_accounts: Vec<String>,
+
     /// Batches of one ingest stream read ahead of the store (backpressure beyond that).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1024))]
     max_in_flight: u64,
@@ -128,16 +150,34 @@ async fn main() -> anyhow::Result<()> {
             let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_key_file) else {
                 anyhow::bail!("--ingest-listen needs --tls-cert-file and --tls-key-file");
             };
-            let Some(agent_ca) = &args.agent_ca_file else {
+            if args.agent_ca_file.is_none() && args.token_review_url.is_none() {
                 anyhow::bail!(
-                    "--ingest-listen needs --agent-ca-file (agents authenticate with client certificates)"
+                    "--ingest-listen needs --agent-ca-file (agent client certificates) and/or \
+                     --token-review-url (agent service-account tokens)"
                 );
-            };
+            }
             let Some(url) = &args.clickhouse_url else {
                 anyhow::bail!("--ingest-listen needs --clickhouse-url (no embedded store yet)");
             };
-            let tls = ingest::tls::server_config(cert, key, Some(agent_ca))
+            let tls = ingest::tls::server_config(cert, key, args.agent_ca_file.as_deref())
                 .context("ingest TLS settings")?;
+            let token_reviewer = match (
+                &args.token_review_url,
+                &args.token_review_ca_file,
+                &args.token_review_token_file,
+            ) {
+                (Some(url), Some(ca), Some(token)) => Some(
+                    TokenReviewer::new(TokenReviewConfig {
+                        api_server: url.clone(),
+                        ca_file: ca.clone(),
+                        token_file: token.clone(),
+                        agent_service_accounts: args.agent_service_accounts.clone(),
+                        timeout: Duration::from_secs(10),
+                    })
+                    .context("agent token review")?,
+                ),
+                _ => None,
+            };
             let mut store_config = ClickHouseConfig::new(url.clone(), &args.clickhouse_database);
             store_config.user = args.clickhouse_user.clone();
             store_config.password = password(&args)?;
@@ -165,6 +205,7 @@ async fn main() -> anyhow::Result<()> {
                     drain_timeout: config.drain_timeout,
                     ..IngestConfig::default()
                 },
+                token_reviewer,
             });
             let listener = tokio::net::TcpListener::bind(addr)
                 .await

@@ -4,13 +4,16 @@
 //! # Layout
 //! - [`tls`]: the listener's rustls config and the agent name of a client certificate.
 //! - [`stream`]: one ingest stream: frames in, store commits, acks out, in order.
+//! - [`token_review`]: agent service-account tokens checked with a TokenReview.
 //!
-//! Each connection is served by hyper's HTTP/2 server; the verified client certificate's
-//! CN is the agent's identity for every request on that connection. Requests without one
-//! get a `401` Status and nothing is stored.
+//! Each connection is served by hyper's HTTP/2 server. An agent is authenticated by its
+//! verified client certificate (CN = node name, for every request on that connection) or,
+//! without one, by a bearer service-account token the API server confirms. Requests with
+//! neither get a `401` Status and nothing is stored.
 
 pub mod stream;
 pub mod tls;
+pub mod token_review;
 
 use crate::metrics::IngestMetrics;
 use crate::store::AuditStore;
@@ -64,6 +67,9 @@ pub struct IngestState {
     pub metrics: IngestMetrics,
     /// Limits.
     pub config: IngestConfig,
+    /// Checks bearer tokens of agents without a client certificate (`None`: certificates
+    /// only).
+    pub token_reviewer: Option<token_review::TokenReviewer>,
 }
 
 /// Serves ingest on `listener` with `tls` until `shutdown` resolves, then drains.
@@ -120,7 +126,7 @@ pub async fn serve(
             let service = service_fn(move |req| {
                 let state = state.clone();
                 let agent = agent.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(&state, agent, req)) }
+                async move { Ok::<_, std::convert::Infallible>(handle(&state, agent, req).await) }
             });
             let conn = builder.serve_connection(TokioIo::new(tls), service);
             if let Err(err) = watcher.watch(conn).await {
@@ -138,10 +144,10 @@ pub async fn serve(
     Ok(())
 }
 
-/// Routes one request of an agent connection (`agent` = its certificate's CN, if any).
-pub fn handle(
+/// Routes one request of an agent connection (`cert_agent` = its certificate's CN, if any).
+pub async fn handle(
     state: &Arc<IngestState>,
-    agent: Option<Arc<str>>,
+    cert_agent: Option<Arc<str>>,
     req: Request<Incoming>,
 ) -> Response<IngestBody> {
     if req.uri().path() != INGEST_PATH {
@@ -158,13 +164,9 @@ pub fn handle(
             "use POST for /v1/ingest",
         );
     }
-    let Some(agent) = agent else {
-        state.metrics.unauthenticated.inc();
-        return status(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            "agent authentication required: present a client certificate issued by the agent CA",
-        );
+    let agent = match authenticate(state, cert_agent, &req).await {
+        Ok(agent) => agent,
+        Err(resp) => return *resp,
     };
     let content_type = req
         .headers()
@@ -180,6 +182,53 @@ pub fn handle(
     }
     state.metrics.streams.inc();
     stream::start(state.clone(), agent, req.into_body())
+}
+
+/// The agent name batches must carry (`Ok(None)`: a token without a node binding, any
+/// name accepted), or the refusal.
+async fn authenticate<B>(
+    state: &IngestState,
+    cert_agent: Option<Arc<str>>,
+    req: &Request<B>,
+) -> Result<Option<Arc<str>>, Box<Response<IngestBody>>> {
+    if let Some(name) = cert_agent {
+        return Ok(Some(name));
+    }
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|token| !token.is_empty());
+    let refused = |code, reason, message: &str| {
+        state.metrics.unauthenticated.inc();
+        Err(Box::new(status(code, reason, message)))
+    };
+    let (Some(reviewer), Some(token)) = (&state.token_reviewer, bearer) else {
+        return refused(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "agent authentication required: present a client certificate issued by the agent CA \
+             or an agent service-account bearer token",
+        );
+    };
+    match reviewer.review(token).await {
+        Ok(agent) => Ok(agent.node.map(Arc::from)),
+        Err(err @ token_review::ReviewError::Unavailable(_)) => {
+            tracing::warn!(error = %err, "agent token could not be reviewed");
+            refused(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "the agent token could not be checked now; retry later",
+            )
+        }
+        Err(err @ token_review::ReviewError::NotAnAgent(_)) => {
+            refused(StatusCode::FORBIDDEN, "Forbidden", &err.to_string())
+        }
+        Err(err) => refused(StatusCode::UNAUTHORIZED, "Unauthorized", &err.to_string()),
+    }
 }
 
 /// A Kubernetes-style `v1.Status` answer.

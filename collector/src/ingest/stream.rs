@@ -42,8 +42,9 @@ impl Body for AckBody {
     }
 }
 
-/// Starts serving one stream from `agent` and returns the streaming `200` response.
-pub fn start<B>(state: Arc<IngestState>, agent: Arc<str>, body: B) -> Response<IngestBody>
+/// Starts serving one stream from `agent` and returns the streaming `200` response. Every
+/// batch must name `agent`; `None` (a token without a node binding) accepts any name.
+pub fn start<B>(state: Arc<IngestState>, agent: Option<Arc<str>>, body: B) -> Response<IngestBody>
 where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: std::fmt::Display + Send,
@@ -60,7 +61,7 @@ where
     resp
 }
 
-async fn read_frames<B>(mut body: B, tx: mpsc::Sender<Item>, agent: Arc<str>)
+async fn read_frames<B>(mut body: B, tx: mpsc::Sender<Item>, agent: Option<Arc<str>>)
 where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: std::fmt::Display + Send,
@@ -77,7 +78,7 @@ where
             }
             Some(Err(err)) => {
                 // The agent went away (reset, connection lost): nobody to answer.
-                tracing::debug!(%agent, error = %err, "ingest request body failed");
+                tracing::debug!(?agent, error = %err, "ingest request body failed");
                 return;
             }
             Some(Ok(frame)) => match frame.into_data() {
@@ -89,10 +90,13 @@ where
         loop {
             let item = match decoder.next_frame::<Batch>() {
                 Ok(None) => break,
-                Ok(Some(batch)) if *batch.agent != *agent => Item::Fatal(format!(
-                    "batch from agent {:?} on a stream authenticated as {agent:?}",
-                    batch.agent
-                )),
+                Ok(Some(batch)) if agent.as_deref().is_some_and(|a| *a != *batch.agent) => {
+                    Item::Fatal(format!(
+                        "batch from agent {:?} on a stream authenticated as {:?}",
+                        batch.agent,
+                        agent.as_deref().unwrap_or_default()
+                    ))
+                }
                 Ok(Some(batch)) if batch.seq <= last_seq => Item::Fatal(format!(
                     "batch seq {} does not follow seq {last_seq}",
                     batch.seq
@@ -262,6 +266,7 @@ mod tests {
                 max_in_flight,
                 ..IngestConfig::default()
             },
+            token_reviewer: None,
         })
     }
 
@@ -296,7 +301,7 @@ mod tests {
             rx,
             pulled: pulled.clone(),
         };
-        let resp = start(state, Arc::from(agent), body);
+        let resp = start(state, Some(Arc::from(agent)), body);
         let acks = Acks {
             body: resp.into_body(),
             decoder: FrameDecoder::new(),

@@ -136,6 +136,16 @@ impl Collector {
     /// Starts the collector against ClickHouse `url`/`database` and waits until both
     /// listeners answer.
     pub async fn start(pki: &Pki, url: &str, database: &str) -> anyhow::Result<Self> {
+        Self::start_with(pki, url, database, &[]).await
+    }
+
+    /// [`Collector::start`] with extra command-line arguments.
+    pub async fn start_with(
+        pki: &Pki,
+        url: &str,
+        database: &str,
+        extra: &[String],
+    ) -> anyhow::Result<Self> {
         let ops = free_loopback_addr()?;
         let ingest = free_loopback_addr()?;
         let d = pki.dir.path();
@@ -160,6 +170,7 @@ impl Collector {
             .arg(format!("--clickhouse-database={database}"))
             .arg("--store-timeout-secs=10")
             .arg("--max-in-flight=2")
+            .args(extra)
             .stdin(std::process::Stdio::null())
             .stdout(file.try_clone()?)
             .stderr(file)
@@ -265,6 +276,8 @@ pub fn client_tls(ca_pem: &str, cert: Option<&CertKeyPem>) -> anyhow::Result<rus
 /// An HTTP/2 connection to the collector's ingest listener (stands in for the shipper).
 pub struct IngestClient {
     send: hyper::client::conn::http2::SendRequest<ChannelBody>,
+    /// Bearer token sent on every stream (service-account authentication).
+    pub bearer: Option<String>,
 }
 
 /// One open `POST /v1/ingest` stream.
@@ -292,15 +305,18 @@ impl IngestClient {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        Ok(Self { send })
+        Ok(Self { send, bearer: None })
     }
 
     /// Opens a stream and waits for the response head.
     pub async fn open(&mut self) -> anyhow::Result<IngestStream> {
         let (tx, rx) = mpsc::channel(16);
-        let req = http::Request::post(format!("https://127.0.0.1{INGEST_PATH}"))
-            .header(http::header::CONTENT_TYPE, FRAMES_CONTENT_TYPE)
-            .body(ChannelBody(rx))?;
+        let mut req = http::Request::post(format!("https://127.0.0.1{INGEST_PATH}"))
+            .header(http::header::CONTENT_TYPE, FRAMES_CONTENT_TYPE);
+        if let Some(token) = &self.bearer {
+            req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let req = req.body(ChannelBody(rx))?;
         let resp = tokio::time::timeout(WAIT, self.send.send_request(req)).await??;
         Ok(IngestStream {
             tx: Some(tx),
