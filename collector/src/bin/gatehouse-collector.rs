@@ -82,8 +82,9 @@ struct Args {
     #[arg(long)]
     clickhouse_password_file: Option<PathBuf>,
 
-    /// Days audit rows are kept (TTL) on ClickHouse servers that support TTL.
-    #[arg(long, default_value_t = 400)]
+    /// Days audit rows are kept (TTL) on ClickHouse servers that support TTL (at most
+    /// 25000: the TTL is a DateTime, which ends in 2106).
+    #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u32).range(1..=25_000))]
     retention_days: u32,
 
     /// Seconds one batch commit may take before it is answered `committed:false`.

@@ -20,6 +20,14 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 use tokio::sync::mpsc;
 
+/// Longest `event_id` accepted (agents send UUIDs; the id is the idempotency key and goes
+/// into the store's duplicate-check queries).
+pub const MAX_EVENT_ID_BYTES: usize = 128;
+
+fn valid_event_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_EVENT_ID_BYTES
+}
+
 /// What the reader hands the committer.
 enum Item {
     Batch(Batch),
@@ -101,6 +109,13 @@ where
                     "batch seq {} does not follow seq {last_seq}",
                     batch.seq
                 )),
+                Ok(Some(batch)) if batch.events.iter().any(|e| !valid_event_id(e.event_id())) => {
+                    Item::Fatal(format!(
+                        "batch seq {} has an event with an empty event_id or one over \
+                         {MAX_EVENT_ID_BYTES} bytes",
+                        batch.seq
+                    ))
+                }
                 Ok(Some(batch)) => {
                     last_seq = batch.seq;
                     Item::Batch(batch)
@@ -399,6 +414,21 @@ mod tests {
         assert_eq!((err.seq, err.committed), (0, false));
         assert!(err.error.contains("\"other\""), "{err:?}");
         assert!(acks.next().await?.is_none());
+
+        let (tx, _, mut acks) = open(state(store.clone(), 2), "n");
+        tx.send(batch_frame("n", 1, &["ok", ""])?).await?;
+        let err = acks.next().await?.ok_or("no error frame")?;
+        assert!(err.error.contains("empty event_id"), "{err:?}");
+        assert!(acks.next().await?.is_none());
+
+        let long = "x".repeat(MAX_EVENT_ID_BYTES + 1);
+        let (tx, _, mut acks) = open(state(store.clone(), 2), "n");
+        tx.send(batch_frame("n", 1, &[&long])?).await?;
+        assert!(
+            acks.next()
+                .await?
+                .is_some_and(|a| !a.committed && a.seq == 0)
+        );
 
         let (tx, _, mut acks) = open(state(store.clone(), 2), "n");
         tx.send(Bytes::from_static(&[0, 0, 0, 2, b'[', b'1']))

@@ -238,6 +238,9 @@ impl ClickHouseStore {
     }
 }
 
+/// Bytes of event ids per duplicate-check query.
+const ID_CHECK_BYTES: usize = 64 * 1024;
+
 /// Inserts the rows of `rows` whose event_id is not yet in `table`; returns (inserted,
 /// already present). `key` gives a row's event_id and time in seconds.
 async fn insert_new<T>(
@@ -261,18 +264,32 @@ where
         hi = hi.max(secs);
         ids.push(id.as_str());
     }
-    let existing: HashSet<String> = client
-        .query(&format!(
-            "SELECT event_id FROM `{table}` WHERE `{time_column}` >= toDateTime(?) \
-             AND `{time_column}` < toDateTime(?) AND has(?, event_id)"
-        ))
-        .bind(lo.max(0))
-        .bind(hi.max(0) + 1)
-        .bind(ids)
-        .fetch_all::<String>()
-        .await?
-        .into_iter()
-        .collect();
+    // The ids go into the SQL text, which ClickHouse bounds (`max_query_size`, 256 KiB by
+    // default): ask in chunks well below that, so a large batch never fails for its size.
+    // `IN (SELECT arrayJoin(...))` builds a hash set (a literal tuple would too, but the
+    // crate binds lists as arrays; `has(array, id)` would scan the array for every row).
+    let mut existing: HashSet<String> = HashSet::new();
+    let mut start = 0;
+    while start < ids.len() {
+        let mut end = start;
+        let mut bytes = 0;
+        while end < ids.len() && (end == start || bytes + ids[end].len() < ID_CHECK_BYTES) {
+            bytes += ids[end].len() + 3;
+            end += 1;
+        }
+        let found = client
+            .query(&format!(
+                "SELECT event_id FROM `{table}` WHERE `{time_column}` >= toDateTime(?) \
+                 AND `{time_column}` < toDateTime(?) AND event_id IN (SELECT arrayJoin(?))"
+            ))
+            .bind(lo.max(0))
+            .bind(hi.max(0) + 1)
+            .bind(&ids[start..end])
+            .fetch_all::<String>()
+            .await?;
+        existing.extend(found);
+        start = end;
+    }
     let total = rows.len() as u64;
     let fresh: Vec<T> = rows
         .into_iter()

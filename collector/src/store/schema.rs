@@ -56,7 +56,8 @@ impl ServerFeatures {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SchemaSettings {
     /// Days rows are kept (TTL) on servers with TTL; 18.16 keeps everything (drop
-    /// partitions by hand: they are daily).
+    /// partitions by hand: they are daily). Keep it well below ~29,000: the TTL expression
+    /// is a `DateTime`, which wraps after 2106 and would then expire every row at once.
     pub retention_days: u32,
 }
 
