@@ -91,6 +91,22 @@ async fn batch_is_stored_once_and_a_resent_batch_adds_no_rows() -> anyhow::Resul
     Ok(())
 }
 
+/// Polls `/readyz` (it follows a periodic store health check) until it answers `code`.
+async fn wait_for_readyz(collector: &Collector, code: u16) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + collector_support::WAIT;
+    loop {
+        let (got, _) = http_get(collector.ops, "/readyz").await?;
+        if got == code {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz stayed {got}, expected {code}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn clickhouse_down_is_not_acked_then_the_batch_commits_when_it_is_back() -> anyhow::Result<()>
 {
@@ -114,8 +130,10 @@ async fn clickhouse_down_is_not_acked_then_the_batch_commits_when_it_is_back() -
     assert!(ack.error.contains("store unavailable"), "{ack:?}");
     let (code, _) = http_get(collector.ops, "/healthz").await?;
     assert_eq!(code, 200, "the collector stays up while the store is down");
+    wait_for_readyz(&collector, 503).await?;
 
     ch.start()?;
+    wait_for_readyz(&collector, 200).await?;
     stream.send(&batch("node-a", 2, &events)).await?;
     let ack = stream
         .next_ack()

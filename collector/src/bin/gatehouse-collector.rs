@@ -14,6 +14,7 @@ use gatehouse_collector::{server, shutdown};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Gatehouse collector: the central service Gatehouse agents report to.
@@ -145,6 +146,7 @@ async fn main() -> anyhow::Result<()> {
         let _ = rx.wait_for(|stop| *stop).await;
     };
 
+    let mut store_ready = None;
     let ingest_task = match args.ingest_listen {
         None => None,
         Some(addr) => {
@@ -197,6 +199,17 @@ async fn main() -> anyhow::Result<()> {
                 ),
                 Err(err) => tracing::warn!(error = %err, "audit store not reachable yet"),
             }
+            let ready = Arc::new(AtomicBool::new(false));
+            store_ready = Some(ready.clone());
+            let probe = store.clone();
+            tokio::spawn(async move {
+                // /readyz follows the store, so a load balancer can prefer a collector that
+                // can commit (agents keep their spool either way).
+                loop {
+                    ready.store(probe.health().await.is_ok(), Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            });
             let store: Arc<dyn AuditStore> = store;
             let state = Arc::new(IngestState {
                 store,
@@ -223,7 +236,11 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
-    server::run(listener, config, registry, stopped(stop_rx))
+    let mut state = server::State::new(registry);
+    if let Some(flag) = store_ready {
+        state = state.with_store_readiness(flag);
+    }
+    server::run_with_state(listener, config, Arc::new(state), stopped(stop_rx))
         .await
         .context("collector failed")?;
     if let Some(task) = ingest_task {
