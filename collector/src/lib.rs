@@ -1,9 +1,9 @@
 //! Gatehouse collector: the central service agents ship events to.
 //!
-//! This first version is the service skeleton the later work plugs into: an HTTP server on
-//! loopback with `/healthz`, `/readyz` and Prometheus `/metrics`. Event ingest, approvals,
-//! policy distribution, the ClickHouse writer and the audit query API arrive in later
-//! versions; until then every other path answers 404.
+//! It serves health (`/healthz`, `/readyz`, following the audit store) and Prometheus
+//! `/metrics` over plain HTTP on loopback, and the agents' ingest endpoint
+//! (`POST /v1/ingest`, TLS + HTTP/2) that commits audit events to the ClickHouse store.
+//! Approvals, policy distribution and the audit query API arrive in later versions.
 //!
 //! # Layout
 //! - [`cli`]: library parts of the `gatehouse` user CLI (token cache, exec credential).

@@ -10,6 +10,11 @@
 //! `count()` is exact. The tables are also `ReplacingMergeTree` with `event_id` last in the
 //! sort key: if two collector replicas ever raced on the same re-sent batch, merges fold the
 //! copies (the check alone is enough for one collector; the engine is the backstop).
+//!
+//! One gap remains: a commit abandoned by the store timeout may still complete inside
+//! ClickHouse after the lock is released; if the agent's retry is checked before that, the
+//! event is written twice until a merge folds it. 18.16 has no insert deduplication for
+//! non-replicated tables; newer servers' `insert_deduplication_token` would close this.
 
 use super::rows::{ApiRequestRow, SessionRow};
 use super::schema::{self, SchemaSettings, ServerFeatures};
