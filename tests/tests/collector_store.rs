@@ -114,3 +114,25 @@ async fn large_batches_are_checked_in_chunks_and_stay_exact() -> anyhow::Result<
     eprintln!("10k-event batch: first insert {first:?}, re-sent {resend:?}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_resends_of_one_batch_store_it_once() -> anyhow::Result<()> {
+    let Some(ch) = ClickHouse::launch()? else {
+        return Ok(());
+    };
+    let s = std::sync::Arc::new(store(&ch, "audit"));
+    s.migrate().await?;
+    let batch: std::sync::Arc<Vec<_>> = std::sync::Arc::new((0..200u32).map(api_event).collect());
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let (s, batch) = (s.clone(), batch.clone());
+        tasks.push(tokio::spawn(async move { s.insert(&batch).await }));
+    }
+    let mut inserted = 0;
+    for t in tasks {
+        inserted += t.await??.inserted;
+    }
+    assert_eq!(inserted, 200);
+    assert_eq!(count(&ch, "audit", "api_requests")?, 200);
+    Ok(())
+}

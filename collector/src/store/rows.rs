@@ -1,4 +1,5 @@
-//! Row types of the ClickHouse tables the collector writes, built from [`AuditEvent`]s.
+//! Row types of the ClickHouse tables the collector writes, built from
+//! [`AuditEvent`](gatehouse_common::audit::AuditEvent)s.
 //! Field order and names follow the columns in `schema.rs` (RowBinary is positional).
 
 use chrono::{DateTime, Utc};
