@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 /// Where Debian installs the server binary.
 pub const SERVER_BIN: &str = "/usr/sbin/clickhouse-server";
 
+/// A second user with a password (the `default` user has none), for credential tests.
+pub const PASSWORD_USER: (&str, &str) = ("gatehouse", "ch-test-password-7f3a");
+
 /// A running (or stopped) ClickHouse server with its own data directory.
 pub struct ClickHouse {
     dir: PathBuf,
@@ -44,10 +47,15 @@ impl ClickHouse {
              <default_database>default</default_database>\n</yandex>\n"
         );
         std::fs::write(dir.join("config.xml"), config)?;
-        let users = "<yandex>\n  <profiles><default/></profiles>\n  <users><default>\n    \
+        let (user, password) = PASSWORD_USER;
+        let users = format!(
+            "<yandex>\n  <profiles><default/></profiles>\n  <users><default>\n    \
              <password></password>\n    <networks><ip>127.0.0.1</ip></networks>\n    \
-             <profile>default</profile>\n    <quota>default</quota>\n  </default></users>\n  \
-             <quotas><default/></quotas>\n</yandex>\n";
+             <profile>default</profile>\n    <quota>default</quota>\n  </default>\n  \
+             <{user}><password>{password}</password><networks><ip>127.0.0.1</ip></networks>\
+             <profile>default</profile><quota>default</quota></{user}></users>\n  \
+             <quotas><default/></quotas>\n</yandex>\n"
+        );
         std::fs::write(dir.join("users.xml"), users)?;
         let mut ch = Self {
             dir,
@@ -76,7 +84,14 @@ impl ClickHouse {
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            // The server's own log (errors of refused queries included) stays out of the
+            // test output; it is shown when the server fails to start.
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.join("server.log"))?,
+            )
             .spawn()?;
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -90,7 +105,8 @@ impl ClickHouse {
             };
             if let Some(status) = exited {
                 self.child = None;
-                anyhow::bail!("clickhouse-server exited early: {status}");
+                let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+                anyhow::bail!("clickhouse-server exited early: {status}\n{log}");
             }
             std::thread::sleep(Duration::from_millis(100));
         }

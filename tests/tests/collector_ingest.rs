@@ -478,3 +478,53 @@ async fn agent_service_account_tokens_are_checked_with_a_token_review() -> anyho
     assert_eq!(reviews, 3, "one TokenReview per stream");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clickhouse_password_comes_from_a_file_and_is_never_shown() -> anyhow::Result<()> {
+    let Some(ch) = ClickHouse::launch()? else {
+        return Ok(());
+    };
+    let (user, password) = gatehouse_tests::clickhouse::PASSWORD_USER;
+    let pki = Pki::new()?;
+    let good = pki.dir.path().join("ch-password");
+    std::fs::write(&good, format!("{password}\n"))?;
+    let wrong_password = "wrong-password-91bc";
+    let wrong = pki.dir.path().join("ch-wrong-password");
+    std::fs::write(&wrong, wrong_password)?;
+    let args = |file: &std::path::Path| {
+        vec![
+            format!("--clickhouse-user={user}"),
+            format!("--clickhouse-password-file={}", file.display()),
+        ]
+    };
+
+    let collector = Collector::start_with(&pki, &ch.url(), DB, &args(&good)).await?;
+    let mut client = agent_client(&pki, &collector, "node-a").await?;
+    let mut stream = client.open().await?;
+    stream.send(&batch("node-a", 1, &[api_event(1)])).await?;
+    let ack = stream
+        .next_ack()
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no ack"))?;
+    assert!(ack.committed, "{ack:?}");
+
+    let refused = Collector::start_with(&pki, &ch.url(), DB, &args(&wrong)).await?;
+    let mut client = agent_client(&pki, &refused, "node-a").await?;
+    let mut stream = client.open().await?;
+    stream.send(&batch("node-a", 1, &[api_event(2)])).await?;
+    let ack = stream
+        .next_ack()
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no ack"))?;
+    assert!(!ack.committed, "{ack:?}");
+    assert!(!ack.error.contains(wrong_password), "{ack:?}");
+    assert_eq!(count(&ch, DB, "api_requests")?, 1);
+
+    for log in [collector.log_text(), refused.log_text()] {
+        assert!(
+            !log.contains(password) && !log.contains(wrong_password),
+            "{log}"
+        );
+    }
+    Ok(())
+}
