@@ -528,3 +528,43 @@ async fn clickhouse_password_comes_from_a_file_and_is_never_shown() -> anyhow::R
     }
     Ok(())
 }
+
+/// A rough throughput figure for the report (debug build, one stream, pipelined batches);
+/// asserts only that every event is stored exactly once. `cargo test ... -- --ignored`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "measurement, run by hand"]
+async fn measure_one_stream_throughput() -> anyhow::Result<()> {
+    let Some(ch) = ClickHouse::launch()? else {
+        return Ok(());
+    };
+    let pki = Pki::new()?;
+    let collector = Collector::start(&pki, &ch.url(), DB).await?;
+    let mut client = agent_client(&pki, &collector, "node-a").await?;
+    let mut stream = client.open().await?;
+    let (batches, per_batch) = (40u64, 1000u32);
+    let all: Vec<Vec<_>> = (0..batches)
+        .map(|_| (0..per_batch).map(api_event).collect())
+        .collect();
+    let started = std::time::Instant::now();
+    let mut acked = 0;
+    for (i, events) in all.iter().enumerate() {
+        stream.send(&batch("node-a", i as u64 + 1, events)).await?;
+        // Keep two batches in flight (the collector runs with --max-in-flight=2).
+        if i >= 1 {
+            assert!(stream.next_ack().await?.is_some_and(|a| a.committed));
+            acked += 1;
+        }
+    }
+    while acked < batches {
+        assert!(stream.next_ack().await?.is_some_and(|a| a.committed));
+        acked += 1;
+    }
+    let elapsed = started.elapsed();
+    let total = batches * u64::from(per_batch);
+    assert_eq!(count(&ch, DB, "api_requests")?, total);
+    eprintln!(
+        "{total} events in {elapsed:?}: {:.0} events/s",
+        total as f64 / elapsed.as_secs_f64()
+    );
+    Ok(())
+}
