@@ -542,13 +542,18 @@ async fn measure_one_stream_throughput() -> anyhow::Result<()> {
     let mut client = agent_client(&pki, &collector, "node-a").await?;
     let mut stream = client.open().await?;
     let (batches, per_batch) = (40u64, 1000u32);
-    let all: Vec<Vec<_>> = (0..batches)
-        .map(|_| (0..per_batch).map(api_event).collect())
-        .collect();
+    // Frames encoded up front: the figure is the collector's, not this client's.
+    let mut frames = Vec::new();
+    for seq in 1..=batches {
+        let events: Vec<_> = (0..per_batch).map(api_event).collect();
+        frames.push(gatehouse_common::ingest::frame(&batch(
+            "node-a", seq, &events,
+        ))?);
+    }
     let started = std::time::Instant::now();
     let mut acked = 0;
-    for (i, events) in all.iter().enumerate() {
-        stream.send(&batch("node-a", i as u64 + 1, events)).await?;
+    for (i, frame) in frames.into_iter().enumerate() {
+        stream.send_raw(frame).await?;
         // Keep two batches in flight (the collector runs with --max-in-flight=2).
         if i >= 1 {
             assert!(stream.next_ack().await?.is_some_and(|a| a.committed));
