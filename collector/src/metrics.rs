@@ -56,3 +56,84 @@ impl ServerMetrics {
         metrics
     }
 }
+
+/// Metrics of the ingest endpoint and the audit store behind it.
+#[derive(Debug, Clone)]
+pub struct IngestMetrics {
+    /// Ingest streams opened by authenticated agents.
+    pub streams: Counter,
+    /// Requests refused for lack of a valid agent credential.
+    pub unauthenticated: Counter,
+    /// Streams closed for a bad frame, seq or agent name.
+    pub protocol_errors: Counter,
+    /// Batches received.
+    pub batches: Counter,
+    /// Events received.
+    pub events: Counter,
+    /// Events that became new rows.
+    pub inserted: Counter,
+    /// Events already stored (re-sent), not written again.
+    pub duplicates: Counter,
+    /// Batches the store could not commit (acked `committed:false`).
+    pub store_errors: Counter,
+    /// Seconds from a batch's arrival at the store to its commit.
+    pub commit_seconds: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl IngestMetrics {
+    /// Creates the families and registers them under `gatehouse_collector_ingest`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            streams: Counter::default(),
+            unauthenticated: Counter::default(),
+            protocol_errors: Counter::default(),
+            batches: Counter::default(),
+            events: Counter::default(),
+            inserted: Counter::default(),
+            duplicates: Counter::default(),
+            store_errors: Counter::default(),
+            commit_seconds: prometheus_client::metrics::histogram::Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.000_5, 2.0, 16),
+            ),
+        };
+        let sub = registry.sub_registry_with_prefix("gatehouse_collector_ingest");
+        sub.register(
+            "streams",
+            "Ingest streams opened by authenticated agents",
+            metrics.streams.clone(),
+        );
+        sub.register(
+            "unauthenticated",
+            "Ingest requests refused for lack of a valid agent credential",
+            metrics.unauthenticated.clone(),
+        );
+        sub.register(
+            "protocol_errors",
+            "Ingest streams closed for a bad frame, sequence number or agent name",
+            metrics.protocol_errors.clone(),
+        );
+        sub.register("batches", "Batches received", metrics.batches.clone());
+        sub.register("events", "Events received", metrics.events.clone());
+        sub.register(
+            "inserted",
+            "Events stored as new rows",
+            metrics.inserted.clone(),
+        );
+        sub.register(
+            "duplicates",
+            "Events already stored (re-sent batches), not written again",
+            metrics.duplicates.clone(),
+        );
+        sub.register(
+            "store_errors",
+            "Batches the store could not commit (acked committed=false)",
+            metrics.store_errors.clone(),
+        );
+        sub.register(
+            "commit_seconds",
+            "Seconds to commit one batch to the store",
+            metrics.commit_seconds.clone(),
+        );
+        metrics
+    }
+}

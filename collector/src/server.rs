@@ -12,19 +12,32 @@ use hyper_util::server::graceful::GracefulShutdown;
 use prometheus_client::registry::Registry;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::TcpListener;
 
 /// Shared state of the request handlers.
 pub struct State {
     registry: Registry,
     metrics: ServerMetrics,
+    // `None`: no backing store, ready as soon as it serves.
+    store_ready: Option<Arc<AtomicBool>>,
 }
 
 impl State {
     /// State around `registry`, into which the server registers its own metrics.
     pub fn new(mut registry: Registry) -> Self {
         let metrics = ServerMetrics::register(&mut registry);
-        Self { registry, metrics }
+        Self {
+            registry,
+            metrics,
+            store_ready: None,
+        }
+    }
+
+    /// `/readyz` follows `flag` (kept current by the caller, e.g. from store health checks).
+    pub fn with_store_readiness(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.store_ready = Some(flag);
+        self
     }
 }
 
@@ -35,7 +48,16 @@ pub async fn run(
     registry: Registry,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let state = Arc::new(State::new(registry));
+    run_with_state(listener, config, Arc::new(State::new(registry)), shutdown).await
+}
+
+/// [`run`] with a prepared [`State`] (e.g. with store readiness).
+pub async fn run_with_state(
+    listener: TcpListener,
+    config: CollectorConfig,
+    state: Arc<State>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
     tracing::info!(listen = ?listener.local_addr().ok(), "gatehouse collector listening");
@@ -78,8 +100,16 @@ pub fn handle<B>(state: &State, req: &Request<B>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     let (route, resp) = match (req.method(), path) {
         (&Method::GET | &Method::HEAD, "/healthz") => ("/healthz", text(StatusCode::OK, "ok\n")),
-        // Ready as soon as it serves: there is no backing store to wait for yet.
-        (&Method::GET | &Method::HEAD, "/readyz") => ("/readyz", text(StatusCode::OK, "ok\n")),
+        (&Method::GET | &Method::HEAD, "/readyz") => match &state.store_ready {
+            Some(flag) if !flag.load(Ordering::Relaxed) => (
+                "/readyz",
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "audit store not reachable: batches are not acknowledged\n",
+                ),
+            ),
+            _ => ("/readyz", text(StatusCode::OK, "ok\n")),
+        },
         (&Method::GET, "/metrics") => ("/metrics", metrics(state)),
         _ => (
             "other",
@@ -168,6 +198,19 @@ mod tests {
         );
         assert!(text.contains("gatehouse_collector_build_info"), "{text}");
         Ok(())
+    }
+
+    #[test]
+    fn readyz_follows_the_store() {
+        let flag = Arc::new(AtomicBool::new(false));
+        let state = State::new(Registry::default()).with_store_readiness(flag.clone());
+        assert_eq!(
+            handle(&state, &get("/readyz")).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(handle(&state, &get("/healthz")).status(), StatusCode::OK);
+        flag.store(true, Ordering::Relaxed);
+        assert_eq!(handle(&state, &get("/readyz")).status(), StatusCode::OK);
     }
 
     #[tokio::test]

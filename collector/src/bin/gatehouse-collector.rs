@@ -3,16 +3,27 @@
 use anyhow::Context;
 use clap::Parser;
 use gatehouse_collector::config::CollectorConfig;
+use gatehouse_collector::ingest::token_review::{TokenReviewConfig, TokenReviewer};
+use gatehouse_collector::ingest::{self, IngestConfig, IngestState};
+use gatehouse_collector::metrics::IngestMetrics;
+use gatehouse_collector::store::AuditStore;
+use gatehouse_collector::store::clickhouse::{ClickHouseConfig, ClickHouseStore};
+use gatehouse_collector::store::schema::SchemaSettings;
 use gatehouse_collector::telemetry::{self, LogFormat};
 use gatehouse_collector::{server, shutdown};
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 /// Gatehouse collector: the central service Gatehouse agents report to.
 ///
-/// This version serves health checks (/healthz, /readyz) and Prometheus metrics
-/// (/metrics) over plain HTTP; keep it on loopback or behind a TLS-terminating proxy.
-/// Event ingest, approvals, policy distribution, the ClickHouse audit store and the audit
-/// query API arrive in later versions.
+/// Serves health checks (/healthz, /readyz) and Prometheus metrics (/metrics) over plain
+/// HTTP on --listen (keep it on loopback or behind a TLS-terminating proxy), and, with
+/// --ingest-listen, the agents' ingest endpoint (TLS, HTTP/2, POST /v1/ingest) that commits
+/// audit events to ClickHouse. The ClickHouse password comes from --clickhouse-password-file
+/// or the GATEHOUSE_CLICKHOUSE_PASSWORD environment variable and is never logged.
 #[derive(Debug, Parser)]
 #[command(name = "gatehouse-collector", version, about, long_about)]
 struct Args {
@@ -31,6 +42,89 @@ struct Args {
     /// Log format.
     #[arg(long, value_enum, env = "GATEHOUSE_LOG_FORMAT", default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+
+    // --- ingest + ClickHouse store (task K) ---
+    /// Address of the agent ingest listener (TLS, HTTP/2 only). Requires --tls-cert-file,
+    /// --tls-key-file, --agent-ca-file and --clickhouse-url.
+    #[arg(long, env = "GATEHOUSE_COLLECTOR_INGEST_LISTEN")]
+    ingest_listen: Option<SocketAddr>,
+
+    /// PEM certificate chain the ingest listener presents.
+    #[arg(long, requires = "ingest_listen")]
+    tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, requires = "ingest_listen")]
+    tls_key_file: Option<PathBuf>,
+
+    /// PEM CA that issues agent client certificates; the certificate's CN is the agent's
+    /// node name and must match the `agent` of every batch it sends.
+    #[arg(long, requires = "ingest_listen")]
+    agent_ca_file: Option<PathBuf>,
+
+    /// ClickHouse HTTP interface, e.g. http://127.0.0.1:8123.
+    #[arg(long, env = "GATEHOUSE_CLICKHOUSE_URL")]
+    clickhouse_url: Option<String>,
+
+    /// ClickHouse database for the audit tables (created when missing).
+    #[arg(
+        long,
+        env = "GATEHOUSE_CLICKHOUSE_DATABASE",
+        default_value = "gatehouse"
+    )]
+    clickhouse_database: String,
+
+    /// ClickHouse user (default: the server's `default` user).
+    #[arg(long, env = "GATEHOUSE_CLICKHOUSE_USER")]
+    clickhouse_user: Option<String>,
+
+    /// File holding the ClickHouse password (first line). Without it the password is read
+    /// from GATEHOUSE_CLICKHOUSE_PASSWORD, if set.
+    #[arg(long)]
+    clickhouse_password_file: Option<PathBuf>,
+
+    /// Days audit rows are kept (TTL) on ClickHouse servers that support TTL (at most
+    /// 25000: the TTL is a DateTime, which ends in 2106).
+    #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u32).range(1..=25_000))]
+    retention_days: u32,
+
+    /// Seconds one batch commit may take before it is answered `committed:false`.
+    #[arg(long, default_value_t = 30)]
+    store_timeout_secs: u64,
+
+    /// Kubernetes API server that verifies agent service-account tokens with a TokenReview
+    /// (for agents without a client certificate), e.g. https://kubernetes.default.svc.
+    #[arg(long, requires_all = ["token_review_ca_file", "token_review_token_file"])]
+    token_review_url: Option<String>,
+
+    /// PEM CA of the API server's certificate.
+    #[arg(long, requires = "token_review_url")]
+    token_review_ca_file: Option<PathBuf>,
+
+    /// File with the collector's own bearer token for the API server (needs `create` on
+    /// tokenreviews, e.g. the system:auth-delegator role); re-read for every review.
+    #[arg(long, requires = "token_review_url")]
+    token_review_token_file: Option<PathBuf>,
+
+    /// Service accounts (namespace:name) whose tokens identify agents; repeatable.
+    #[arg(
+        long = "agent-service-account",
+        default_value = "gatehouse:gatehouse-agent"
+    )]
+    agent_service_accounts: Vec<String>,
+
+    /// Batches of one ingest stream read ahead of the store (backpressure beyond that).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    max_in_flight: u64,
+}
+
+fn password(args: &Args) -> anyhow::Result<Option<String>> {
+    if let Some(path) = &args.clickhouse_password_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading --clickhouse-password-file {}", path.display()))?;
+        return Ok(Some(text.lines().next().unwrap_or_default().to_string()));
+    }
+    Ok(std::env::var("GATEHOUSE_CLICKHOUSE_PASSWORD").ok())
 }
 
 #[tokio::main]
@@ -39,13 +133,120 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init(args.log_format, "info");
     let config = CollectorConfig {
         listen: args.listen,
-        drain_timeout: std::time::Duration::from_secs(args.drain_timeout_secs),
+        drain_timeout: Duration::from_secs(args.drain_timeout_secs),
     };
+    let mut registry = prometheus_client::registry::Registry::default();
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown::signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    let mut store_ready = None;
+    let ingest_task = match args.ingest_listen {
+        None => None,
+        Some(addr) => {
+            let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_key_file) else {
+                anyhow::bail!("--ingest-listen needs --tls-cert-file and --tls-key-file");
+            };
+            if args.agent_ca_file.is_none() && args.token_review_url.is_none() {
+                anyhow::bail!(
+                    "--ingest-listen needs --agent-ca-file (agent client certificates) and/or \
+                     --token-review-url (agent service-account tokens)"
+                );
+            }
+            let Some(url) = &args.clickhouse_url else {
+                anyhow::bail!("--ingest-listen needs --clickhouse-url (no embedded store yet)");
+            };
+            let tls = ingest::tls::server_config(cert, key, args.agent_ca_file.as_deref())
+                .context("ingest TLS settings")?;
+            let token_reviewer = match (
+                &args.token_review_url,
+                &args.token_review_ca_file,
+                &args.token_review_token_file,
+            ) {
+                (Some(url), Some(ca), Some(token)) => Some(
+                    TokenReviewer::new(TokenReviewConfig {
+                        api_server: url.clone(),
+                        ca_file: ca.clone(),
+                        token_file: token.clone(),
+                        agent_service_accounts: args.agent_service_accounts.clone(),
+                        timeout: Duration::from_secs(10),
+                    })
+                    .context("agent token review")?,
+                ),
+                _ => None,
+            };
+            let mut store_config = ClickHouseConfig::new(url.clone(), &args.clickhouse_database);
+            store_config.user = args.clickhouse_user.clone();
+            store_config.password = password(&args)?;
+            store_config.timeout = Duration::from_secs(args.store_timeout_secs);
+            store_config.schema = SchemaSettings {
+                retention_days: args.retention_days,
+            };
+            let store = Arc::new(ClickHouseStore::new(store_config));
+            // Down at start-up is not fatal: the store connects on the first batch, and
+            // until then batches are answered committed:false and stay in agent spools.
+            match store.migrate().await {
+                Ok(report) => tracing::info!(
+                    server_version = %report.server_version,
+                    applied = ?report.applied,
+                    "audit store schema current"
+                ),
+                Err(err) => tracing::warn!(error = %err, "audit store not reachable yet"),
+            }
+            let ready = Arc::new(AtomicBool::new(false));
+            store_ready = Some(ready.clone());
+            let probe = store.clone();
+            tokio::spawn(async move {
+                // /readyz follows the store, so a load balancer can prefer a collector that
+                // can commit (agents keep their spool either way).
+                loop {
+                    ready.store(probe.health().await.is_ok(), Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            });
+            let store: Arc<dyn AuditStore> = store;
+            let state = Arc::new(IngestState {
+                store,
+                metrics: IngestMetrics::register(&mut registry),
+                config: IngestConfig {
+                    max_in_flight: usize::try_from(args.max_in_flight).unwrap_or(4),
+                    drain_timeout: config.drain_timeout,
+                    ..IngestConfig::default()
+                },
+                token_reviewer,
+            });
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding ingest {addr}"))?;
+            Some(tokio::spawn(ingest::serve(
+                listener,
+                tls,
+                state,
+                stopped(stop_rx.clone()),
+            )))
+        }
+    };
+
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
-    let registry = prometheus_client::registry::Registry::default();
-    server::run(listener, config, registry, shutdown::signal())
+    let mut state = server::State::new(registry);
+    if let Some(flag) = store_ready {
+        state = state.with_store_readiness(flag);
+    }
+    server::run_with_state(listener, config, Arc::new(state), stopped(stop_rx))
         .await
-        .context("collector failed")
+        .context("collector failed")?;
+    if let Some(task) = ingest_task {
+        task.await
+            .context("ingest task panicked")?
+            .context("ingest failed")?;
+    }
+    Ok(())
 }

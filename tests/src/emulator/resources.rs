@@ -300,6 +300,13 @@ pub static RESOURCES: &[ResourceDef] = &[
         "SelfSubjectReview",
         false,
     ),
+    // --- TokenReview (the collector verifies agent service-account tokens) ---
+    review(
+        "authentication.k8s.io",
+        "tokenreviews",
+        "TokenReview",
+        false,
+    ),
 ];
 
 /// API groups other than core, in `/apis` order.

@@ -1,5 +1,6 @@
 //! Create-only review resources: SelfSubjectAccessReview, SelfSubjectRulesReview,
-//! (Local)SubjectAccessReview and SelfSubjectReview (`kubectl auth whoami`).
+//! (Local)SubjectAccessReview, SelfSubjectReview (`kubectl auth whoami`) and TokenReview
+//! (the collector checking an agent's service-account token).
 
 use super::Body;
 use super::authn::UserInfo;
@@ -97,6 +98,20 @@ pub fn create(
         }
         "SelfSubjectReview" => {
             json!({"userInfo": {"username": user.username, "uid": user.uid, "groups": user.groups, "extra": user.extra}})
+        }
+        "TokenReview" => {
+            let token = s(&spec, "/token");
+            let known = (!token.is_empty())
+                .then(|| shared.tokens.authenticate(Some(&format!("Bearer {token}"))))
+                .flatten();
+            match known {
+                Some(u) => json!({
+                    "authenticated": true,
+                    "user": {"username": u.username, "uid": u.uid, "groups": u.groups, "extra": u.extra},
+                    "audiences": spec.get("audiences").cloned().unwrap_or(json!([])),
+                }),
+                None => json!({"authenticated": false, "error": "invalid bearer token"}),
+            }
         }
         _ => return Err(ApiError::method_not_allowed()),
     };
