@@ -107,15 +107,27 @@ print("CHECK", s.query(plan["check"].replace("FROM `api_requests`", "FROM gateho
 print("TABLES", s.query("SELECT count() FROM system.tables WHERE database = 'gatehouse'", "TSV").data(), end="")
 "#;
 
+/// The Python that has chdb: the one `cargo xtask setup` installed it for, else `python3`.
+fn chdb_python() -> std::path::PathBuf {
+    std::env::var_os("GATEHOUSE_CHDB_PYTHON")
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| "python3".into())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn modern_ddl_and_rows_load_on_a_current_clickhouse_engine() -> anyhow::Result<()> {
-    let has_chdb = std::process::Command::new("python3")
+    let python = chdb_python();
+    let has_chdb = std::process::Command::new(&python)
         .args(["-c", "import chdb"])
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
     if !has_chdb {
-        eprintln!("SKIP: python3 cannot import chdb (pip install chdb-core)");
+        eprintln!(
+            "SKIP: {} cannot import chdb (`cargo xtask setup` installs chdb-core)",
+            python.display()
+        );
         return Ok(());
     }
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -158,7 +170,7 @@ async fn modern_ddl_and_rows_load_on_a_current_clickhouse_engine() -> anyhow::Re
     )?;
     let out = tokio::time::timeout(
         std::time::Duration::from_secs(120),
-        tokio::process::Command::new("python3")
+        tokio::process::Command::new(&python)
             .args(["-c", CHDB_SCRIPT])
             .arg(work.path())
             .output(),

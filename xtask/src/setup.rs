@@ -45,6 +45,7 @@ pub fn run(paths: &Paths) -> anyhow::Result<()> {
     setup.bpf_linker()?;
     setup.nextest()?;
     setup.moto(paths)?;
+    setup.chdb(paths)?;
     setup.tracefs()?;
     if !setup.needs_root.is_empty() {
         bail!(
@@ -229,6 +230,41 @@ impl Setup {
             bail!("{} missing after pip install", server.display());
         }
         note(format_args!("installed: {}", server.display()));
+        Ok(())
+    }
+
+    /// chdb-core (a current ClickHouse engine as a Python module), in its own venv, for the
+    /// test that checks the collector's DDL for new ClickHouse servers.
+    fn chdb(&mut self, paths: &Paths) -> anyhow::Result<()> {
+        step("chdb (current ClickHouse engine, for the collector's modern DDL test)");
+        let python = paths.chdb_python();
+        let venv = paths.chdb_venv();
+        let importable = |python: &Path| {
+            Command::new(python)
+                .args(["-c", "import chdb"])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        };
+        if importable(&python) {
+            note(format_args!("present: {}", venv.display()));
+            return Ok(());
+        }
+        fs::create_dir_all(&paths.tools_dir)
+            .with_context(|| format!("creating {}", paths.tools_dir.display()))?;
+        util::run(Command::new("python3").args(["-m", "venv"]).arg(&venv))
+            .context("creating the chdb venv (Debian's python3 needs the python3-venv package)")?;
+        util::run(Command::new(venv.join("bin/pip")).args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "chdb-core",
+        ]))
+        .context("installing chdb-core")?;
+        if !importable(&python) {
+            bail!("{} cannot import chdb after pip install", python.display());
+        }
+        note(format_args!("installed: {}", venv.display()));
         Ok(())
     }
 

@@ -66,6 +66,17 @@ impl Paths {
         self.tools_dir.join("moto-venv")
     }
 
+    /// The venv setup installs `chdb-core` (an in-process current ClickHouse) into; the
+    /// collector's modern-server DDL is checked on it, since Debian ships 18.16 only.
+    pub fn chdb_venv(&self) -> PathBuf {
+        self.tools_dir.join("chdb-venv")
+    }
+
+    /// The Python that can `import chdb`.
+    pub fn chdb_python(&self) -> PathBuf {
+        self.chdb_venv().join("bin/python3")
+    }
+
     /// The environment every test and the dev stack get: where each tool is.
     pub fn test_env(&self) -> Vec<(&'static str, PathBuf)> {
         vec![
@@ -73,6 +84,7 @@ impl Paths {
             ("GATEHOUSE_KUBECTL_1_20", self.kubectl_1_20()),
             ("GATEHOUSE_KUBECTL_1_32", PathBuf::from(KUBECTL_1_32)),
             ("GATEHOUSE_MOTO_SERVER", self.moto_server()),
+            ("GATEHOUSE_CHDB_PYTHON", self.chdb_python()),
             ("GATEHOUSE_EBPF_OBJECT", self.ebpf_object()),
             ("GATEHOUSE_BIN_DIR", self.target_dir.join("debug")),
         ]

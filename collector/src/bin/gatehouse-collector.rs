@@ -128,9 +128,22 @@ fn password(args: &Args) -> anyhow::Result<Option<String>> {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let args = Args::parse();
     telemetry::init(args.log_format, "info");
+    match run(args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            // One line with the cause chain; anyhow's Debug form would add a backtrace
+            // whenever RUST_BACKTRACE is set.
+            tracing::error!(error = format!("{err:#}"), "gatehouse collector stopped");
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let config = CollectorConfig {
         listen: args.listen,
         drain_timeout: Duration::from_secs(args.drain_timeout_secs),
