@@ -17,6 +17,8 @@
 //! - [`status`]: every error the agent answers with, as a `v1.Status` response.
 //! - [`metrics`]: Prometheus metrics (an audit sink plus direct counters).
 //! - [`ops`]: the operations listener: `/healthz`, `/readyz`, `/metrics`.
+//! - [`spool`]: the durable on-disk audit spool (segments, CRC, ack cursor, size bound).
+//! - [`ship`]: the shipper: spooled events to the collector over one HTTP/2 stream.
 //! - [`ebpf`]: loads the embedded eBPF object and reads kernel events from its ring buffer.
 #![deny(missing_docs)]
 
@@ -32,6 +34,9 @@ pub mod ops;
 pub mod proxy;
 pub mod server;
 pub mod shutdown;
+// --- spool + shipper (task S) ---
+pub mod ship;
+pub mod spool;
 pub mod status;
 pub mod telemetry;
 pub mod tls;
