@@ -301,3 +301,34 @@ fn keep_serving_accepts_requests_while_full() -> TestResult {
     assert!(spool.accepts_requests());
     Ok(())
 }
+
+#[test]
+fn one_spool_dir_serves_one_agent_at_a_time() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (spool, _) = open(config(dir.path()))?;
+    assert!(
+        open(config(dir.path())).is_err(),
+        "a second open of a live spool must fail"
+    );
+    spool.close();
+    drop(spool);
+    let (_again, _) = open(config(dir.path()))?;
+    Ok(())
+}
+
+#[test]
+fn a_segment_deleted_behind_the_spools_back_is_skipped() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut cfg = config(dir.path());
+    cfg.segment_bytes = 1024;
+    let (spool, metrics) = open(cfg)?;
+    emit_range(&spool, 0..40);
+    assert!(spool.flush(Duration::from_secs(10)));
+    let first = segment::list(dir.path())?[0];
+    std::fs::remove_file(segment::path(dir.path(), first))?;
+    let left = read_all(&spool)?;
+    assert!(!left.is_empty() && left.len() < 40);
+    assert_eq!(left.last().map(String::as_str), Some(event(39).event_id()));
+    assert_eq!(metrics.corrupt.get(), 1);
+    Ok(())
+}

@@ -155,10 +155,12 @@ impl Shipper {
         let mut reader = Some(self.spool.reader());
         let mut attempt: u32 = 0;
         loop {
-            let outcome = tokio::select! {
-                () = stop.cancelled() => return,
-                outcome = self.session(&mut reader, &stop) => outcome,
-            };
+            // Not raced against `stop` here: an ack being recorded in the spool must finish
+            // (the session watches `stop` itself wherever it waits).
+            let outcome = self.session(&mut reader, &stop).await;
+            if stop.is_cancelled() {
+                return;
+            }
             self.metrics.connected.set(0);
             self.metrics.in_flight.set(0);
             let (progressed, err) = outcome;
@@ -197,7 +199,10 @@ impl Shipper {
         stop: &CancellationToken,
         progressed: &mut bool,
     ) -> Result<(), ShipError> {
-        let mut stream = self.connector.open(self.config.window).await?;
+        let mut stream = tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            stream = self.connector.open(self.config.window) => stream?,
+        };
         self.metrics.connected.set(1);
         tracing::info!(collector = %self.config.collector_url, "ingest stream to the collector open");
         // Everything after the cursor is resent: in-flight batches of a dead stream may or

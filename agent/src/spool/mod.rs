@@ -168,6 +168,8 @@ pub struct Spool {
     inner: Arc<Inner>,
     tx: SyncSender<Msg>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Exclusive lock on `<dir>/lock`: two agents appending to one spool would corrupt it.
+    lock: Mutex<Option<fs::File>>,
 }
 
 impl Spool {
@@ -191,6 +193,19 @@ impl Spool {
             move |source| SpoolError::Io { path, source }
         };
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let lock_path = dir.join("lock");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        lock.try_lock().map_err(|e| {
+            SpoolError::Config(format!(
+                "{} is in use by another process ({e}); each agent needs its own --spool-dir",
+                dir.display()
+            ))
+        })?;
         let recovered = recover(&dir, &metrics).map_err(io_err(&dir))?;
         let (durable, _) = tokio::sync::watch::channel(0u64);
         let inner = Arc::new(Inner {
@@ -224,6 +239,7 @@ impl Spool {
             inner,
             tx,
             writer: Mutex::new(Some(handle)),
+            lock: Mutex::new(Some(lock)),
         }))
     }
 
@@ -294,6 +310,8 @@ impl Spool {
             let _ = self.tx.send(Msg::Stop);
             let _ = handle.join();
         }
+        // Dropping the file releases the lock for the next open.
+        drop(self.lock.lock().unwrap_or_else(|p| p.into_inner()).take());
     }
 
     /// Records that the collector committed everything before `upto` (`records` of them):

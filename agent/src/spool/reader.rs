@@ -119,7 +119,12 @@ impl SpoolReader {
         } = self.pos;
         let reopen = !matches!(&self.file, Some((fid, foff, _)) if *fid == id && *foff == offset);
         if reopen {
-            let mut file = File::open(segment::path(&self.inner.dir, id))?;
+            let mut file = match File::open(segment::path(&self.inner.dir, id)) {
+                Ok(file) => file,
+                // Deleted behind the spool's back: skip it (logged) rather than retry forever.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Err(Bad::Missing)),
+                Err(e) => return Err(e),
+            };
             file.seek(SeekFrom::Start(offset))?;
             self.file = Some((id, offset, BufReader::with_capacity(256 * 1024, file)));
         }

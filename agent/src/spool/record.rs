@@ -36,6 +36,8 @@ pub enum Bad {
     Length(u32),
     /// The CRC does not match the bytes.
     Checksum,
+    /// The segment file disappeared under the spool.
+    Missing,
 }
 
 impl std::fmt::Display for Bad {
@@ -44,6 +46,7 @@ impl std::fmt::Display for Bad {
             Self::Short => write!(f, "file ends inside the record (torn write)"),
             Self::Length(n) => write!(f, "announced length {n} is over the record limit"),
             Self::Checksum => write!(f, "CRC mismatch"),
+            Self::Missing => write!(f, "segment file is gone"),
         }
     }
 }
