@@ -135,7 +135,7 @@ pub async fn run(
     let spool = proxy.spool().cloned();
     let ready_checks: Vec<crate::ops::ReadyCheck> = proxy
         .spool()
-        .map(|spool| spool_ready_check(spool.clone()))
+        .map(|spool| crate::spool::Spool::ready_check(spool.clone()))
         .into_iter()
         .collect();
     let ops = match config.ops_listen {
@@ -165,21 +165,6 @@ pub async fn run(
         let _ = tokio::task::spawn_blocking(move || spool.close()).await;
     }
     Ok(())
-}
-
-// --- spool (task S) ---
-/// `/readyz` fails while a fail-closed spool refuses requests, so traffic moves elsewhere.
-fn spool_ready_check(spool: Arc<crate::spool::Spool>) -> crate::ops::ReadyCheck {
-    Box::new(move || {
-        let spool = spool.clone();
-        Box::pin(async move {
-            if spool.accepts_requests() {
-                Ok(())
-            } else {
-                Err(crate::spool::SPOOL_FULL_MESSAGE.to_string())
-            }
-        })
-    })
 }
 
 /// Binds and spawns the operations listener. A taken port is logged, not fatal: kubectl

@@ -52,6 +52,19 @@ impl Default for SpoolMetrics {
 impl SpoolMetrics {
     /// Registers every metric under `spool_` in `registry`.
     pub fn register(&self, registry: &mut Registry) {
+        // Present at 0 from the start, so alerts on the loud one need no absent() dance.
+        for reason in [
+            "spool_full",
+            "queue_full",
+            "io_error",
+            "too_large",
+            "stopped",
+            "unserialisable",
+        ] {
+            let _ = self.dropped.get_or_create(&DropReason {
+                reason: reason.to_string(),
+            });
+        }
         registry.register(
             "spool_bytes",
             "Bytes of audit spool segment files on disk",

@@ -257,6 +257,21 @@ impl Spool {
         self.inner.config.full_policy == FullPolicy::KeepServing || self.has_room()
     }
 
+    /// A `/readyz` condition: not ready while a fail-closed spool refuses requests, so
+    /// traffic moves to other agents.
+    pub fn ready_check(spool: Arc<Self>) -> crate::ops::ReadyCheck {
+        Box::new(move || {
+            let spool = spool.clone();
+            Box::pin(async move {
+                if spool.accepts_requests() {
+                    Ok(())
+                } else {
+                    Err(SPOOL_FULL_MESSAGE.to_string())
+                }
+            })
+        })
+    }
+
     /// The configured full policy.
     pub fn full_policy(&self) -> FullPolicy {
         self.inner.config.full_policy
