@@ -332,3 +332,22 @@ fn a_segment_deleted_behind_the_spools_back_is_skipped() -> TestResult {
     assert_eq!(metrics.corrupt.get(), 1);
     Ok(())
 }
+
+#[test]
+fn a_cursor_whose_segment_is_gone_does_not_skip_new_records() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    // A cursor deep into segment 7, and no segment files at all.
+    segment::store_cursor(
+        dir.path(),
+        segment::Pos {
+            segment: 7,
+            offset: 5000,
+        },
+    )?;
+    let (spool, _) = open(config(dir.path()))?;
+    emit_range(&spool, 0..3);
+    assert!(spool.flush(Duration::from_secs(10)));
+    assert_eq!(read_all(&spool)?, ids(0..3));
+    assert!(segment::list(dir.path())?.iter().all(|id| *id > 7));
+    Ok(())
+}

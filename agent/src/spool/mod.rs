@@ -466,11 +466,15 @@ fn recover(dir: &std::path::Path, metrics: &SpoolMetrics) -> io::Result<Recovere
             },
         );
     }
+    if !segments.contains_key(&cursor.segment) {
+        // Its segment is gone (removed by hand): resume at the start of the next one, and
+        // never let a new segment take the old id (the offset would skip its records).
+        cursor.offset = 0;
+    }
     let next_segment = ids
         .last()
-        .map_or(cursor.segment, |last| last + 1)
-        .max(cursor.segment)
-        .max(1);
+        .map_or(1, |last| last + 1)
+        .max(cursor.segment + 1);
     Ok(Recovered {
         segments,
         cursor,

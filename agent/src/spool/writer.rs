@@ -13,7 +13,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
 /// What the request path and the owner send to the writer.
@@ -71,28 +71,31 @@ impl Writer {
     pub fn run(mut self) {
         let every = self.inner.config.fsync_interval;
         loop {
-            let msg = match self.first_unsynced {
-                Some(since) => {
-                    let left = every.saturating_sub(since.elapsed());
-                    match self.rx.recv_timeout(left) {
-                        Ok(msg) => msg,
-                        Err(RecvTimeoutError::Timeout) => {
-                            self.sync();
-                            continue;
-                        }
-                        Err(RecvTimeoutError::Disconnected) => Msg::Stop,
+            // Polled, not blocked on: a receiver parked in `recv` makes every `try_send`
+            // on the request path pay a futex wake-up (measured: p50 7.5 us at 5k ev/s).
+            // Polling keeps `emit` free of syscalls; the cost is up to POLL of delay.
+            let msg = match self.rx.try_recv() {
+                Ok(msg) => msg,
+                Err(TryRecvError::Disconnected) => Msg::Stop,
+                Err(TryRecvError::Empty) => {
+                    if self
+                        .first_unsynced
+                        .is_some_and(|since| since.elapsed() >= every)
+                    {
+                        self.sync();
                     }
+                    std::thread::sleep(POLL);
+                    continue;
                 }
-                None => match self.rx.recv() {
-                    Ok(msg) => msg,
-                    Err(_) => Msg::Stop,
-                },
             };
             match msg {
                 Msg::Event(event) => {
                     self.inner.queued.fetch_sub(1, Ordering::Relaxed);
                     self.append(&event);
-                    if self.unsynced >= self.inner.config.fsync_every {
+                    let due = self
+                        .first_unsynced
+                        .is_some_and(|since| since.elapsed() >= every);
+                    if self.unsynced >= self.inner.config.fsync_every || due {
                         self.sync();
                     }
                 }
@@ -224,6 +227,9 @@ impl Writer {
         Ok(())
     }
 }
+
+/// How long the writer sleeps when its queue is empty.
+const POLL: Duration = Duration::from_millis(1);
 
 /// Default batch window of the fsync timer, for docs and config defaults.
 pub const DEFAULT_FSYNC_INTERVAL: Duration = Duration::from_millis(20);
