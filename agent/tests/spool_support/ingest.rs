@@ -45,6 +45,8 @@ pub struct State {
     pub unauthorized: AtomicU64,
     /// Bearer token required (`None` = any).
     token: Option<String>,
+    /// `agent` names seen in batches.
+    pub agents: Mutex<std::collections::HashSet<String>>,
 }
 
 /// The endpoint; [`IngestServer::stop`] kills the listener and every connection.
@@ -94,6 +96,7 @@ impl IngestServer {
             streams: AtomicU64::new(0),
             unauthorized: AtomicU64::new(0),
             token: token.map(str::to_string),
+            agents: Mutex::new(std::collections::HashSet::new()),
         });
         let mut server = Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -175,6 +178,16 @@ impl IngestServer {
         self.state.committed.lock().map(|c| c.len()).unwrap_or(0)
     }
 
+    /// Committed ids that start with `prefix`... or all ids, for whole-run checks.
+    #[allow(dead_code)]
+    pub fn ids(&self) -> Vec<String> {
+        self.state
+            .committed
+            .lock()
+            .map(|c| c.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Whether `id` was committed.
     pub fn has(&self, id: &str) -> bool {
         self.state
@@ -238,6 +251,9 @@ async fn handle(
             decoder.push(data);
             while let Ok(Some(batch)) = decoder.next_frame::<Batch>() {
                 state.batches.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut agents) = state.agents.lock() {
+                    agents.insert(batch.agent.clone());
+                }
                 let mode = state.mode.lock().map(|m| *m).unwrap_or(Mode::Ack);
                 let ack = match mode {
                     Mode::Stall => continue,
