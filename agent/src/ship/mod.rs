@@ -297,8 +297,11 @@ impl Shipper {
         };
         let (max_events, max_bytes) = (
             self.config.batch_max_events,
-            // Leave room for the batch's JSON around the events.
-            self.config.batch_max_bytes.min(MAX_FRAME_BYTES / 2),
+            // A batch may overshoot the bound by one record: keep even that under the frame
+            // limit, or the batch could never be sent (and shipping would stall for good).
+            self.config
+                .batch_max_bytes
+                .min(MAX_FRAME_BYTES - crate::spool::record::MAX_RECORD_BYTES - 64 * 1024),
         );
         let joined = tokio::task::spawn_blocking(move || {
             let result = reader.read_batch(max_events, max_bytes);
