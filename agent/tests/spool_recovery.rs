@@ -351,3 +351,25 @@ fn a_cursor_whose_segment_is_gone_does_not_skip_new_records() -> TestResult {
     assert!(segment::list(dir.path())?.iter().all(|id| *id > 7));
     Ok(())
 }
+
+#[test]
+fn an_idle_writer_still_takes_events_and_flushes() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (spool, _) = open(config(dir.path()))?;
+    emit_range(&spool, 0..1);
+    assert!(spool.flush(Duration::from_secs(10)));
+    // Long enough for the writer to park (it polls only while busy).
+    std::thread::sleep(Duration::from_millis(500));
+    emit_range(&spool, 1..2);
+    let mut waited = Duration::ZERO;
+    while spool.pending() < 2 && waited < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(10));
+        waited += Duration::from_millis(10);
+    }
+    assert_eq!(
+        read_all(&spool)?,
+        ids(0..2),
+        "the timer fsync made it durable"
+    );
+    Ok(())
+}

@@ -110,6 +110,17 @@ async fn every_event_arrives_and_the_spool_empties() -> TestResult {
     let left = gatehouse_agent::spool::segment::list(spool.dir())?;
     assert!(left.len() <= 2, "segments left: {left:?}");
     assert_eq!(metrics.reconnects.get(), 0);
+    assert_eq!(server.state.seq_violations.load(Ordering::Relaxed), 0);
+    let agents = server
+        .state
+        .agents
+        .lock()
+        .map(|a| a.clone())
+        .unwrap_or_default();
+    assert_eq!(
+        agents.into_iter().collect::<Vec<_>>(),
+        vec!["node-a".to_string()]
+    );
     stop.cancel();
     task.await?;
     Ok(())
@@ -156,6 +167,8 @@ async fn a_collector_killed_and_restarted_mid_stream_loses_nothing() -> TestResu
     );
     assert!(metrics.reconnects.get() >= 1);
     assert!(server.state.streams.load(Ordering::Relaxed) >= 2);
+    // seq restarts from 1 on each new stream.
+    assert_eq!(server.state.seq_violations.load(Ordering::Relaxed), 0);
     stop.cancel();
     task.await?;
     Ok(())

@@ -45,6 +45,8 @@ pub struct State {
     pub unauthorized: AtomicU64,
     /// Bearer token required (`None` = any).
     token: Option<String>,
+    /// Batches whose `seq` was not the previous one + 1 (from 1) on their stream.
+    pub seq_violations: AtomicU64,
     /// `agent` names seen in batches.
     pub agents: Mutex<std::collections::HashSet<String>>,
 }
@@ -97,6 +99,7 @@ impl IngestServer {
             unauthorized: AtomicU64::new(0),
             token: token.map(str::to_string),
             agents: Mutex::new(std::collections::HashSet::new()),
+            seq_violations: AtomicU64::new(0),
         });
         let mut server = Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -244,6 +247,7 @@ async fn handle(
     let mut body = req.into_body();
     tokio::spawn(async move {
         let mut decoder = FrameDecoder::new();
+        let mut last_seq = 0u64;
         while let Some(Ok(frame)) = body.frame().await {
             let Some(data) = frame.data_ref() else {
                 continue;
@@ -251,6 +255,10 @@ async fn handle(
             decoder.push(data);
             while let Ok(Some(batch)) = decoder.next_frame::<Batch>() {
                 state.batches.fetch_add(1, Ordering::Relaxed);
+                if batch.seq != last_seq + 1 {
+                    state.seq_violations.fetch_add(1, Ordering::Relaxed);
+                }
+                last_seq = batch.seq;
                 if let Ok(mut agents) = state.agents.lock() {
                     agents.insert(batch.agent.clone());
                 }
