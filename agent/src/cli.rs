@@ -198,6 +198,55 @@ pub struct Args {
     /// the `gatehouse::audit` log target.
     #[arg(long, env = "GATEHOUSE_AUDIT_LOG", value_name = "FILE")]
     pub audit_log: Option<String>,
+
+    // --- spool + shipper (task S) ---
+    /// Durable audit spool directory: every audit event is appended here (CRC-checked
+    /// segment files, fsynced in batches) before it is shipped, and deleted only once the
+    /// collector acked it. Without it, events are not shipped anywhere.
+    #[arg(long, env = "GATEHOUSE_SPOOL_DIR", value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+    /// Bound on the spool's size in bytes (e.g. 1073741824, 512Mi, 2Gi).
+    #[arg(long, value_parser = parse_bytes, default_value = "1Gi")]
+    pub spool_max_bytes: u64,
+    /// Segment size: a segment is sealed past it; space is freed a segment at a time.
+    #[arg(long, value_parser = parse_bytes, default_value = "64Mi")]
+    pub spool_segment_bytes: u64,
+    /// fsync the spool after this many events...
+    #[arg(long, default_value_t = 256)]
+    pub spool_fsync_every: u64,
+    /// ...or this long after the first unsynced one (bounds what a crash can lose).
+    #[arg(long, value_parser = parse_duration, default_value = "20ms")]
+    pub spool_fsync_interval: Duration,
+    /// When the spool is full: `fail-closed` answers every request 503 and reports not
+    /// ready until the collector catches up; `keep-serving` serves on and drops events
+    /// (counted in gatehouse_agent_spool_dropped_events_total, logged as errors).
+    #[arg(long, value_enum, default_value = "fail-closed")]
+    pub spool_full: crate::spool::FullPolicy,
+    /// Collector to ship the spool to (`https://host:port`; needs --spool-dir).
+    #[arg(long, env = "GATEHOUSE_COLLECTOR_URL")]
+    pub collector_url: Option<String>,
+    /// CA bundle (PEM) of the collector's certificate. Default: the Mozilla root set.
+    #[arg(long, env = "GATEHOUSE_COLLECTOR_CA_FILE", value_name = "FILE")]
+    pub collector_ca_file: Option<PathBuf>,
+    /// Bearer token for the collector (e.g. a projected service-account token), re-read
+    /// on every connection so rotation needs no restart.
+    #[arg(long, env = "GATEHOUSE_COLLECTOR_TOKEN_FILE", value_name = "FILE")]
+    pub collector_token_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mTLS to the collector (with --collector-client-key).
+    #[arg(long, value_name = "FILE", requires = "collector_client_key")]
+    pub collector_client_cert: Option<PathBuf>,
+    /// Key (PEM) of --collector-client-cert.
+    #[arg(long, value_name = "FILE", requires = "collector_client_cert")]
+    pub collector_client_key: Option<PathBuf>,
+    /// Most events in one batch to the collector.
+    #[arg(long, default_value_t = 500)]
+    pub ship_batch_events: usize,
+    /// Batches sent to the collector before their acks arrive.
+    #[arg(long, default_value_t = 4)]
+    pub ship_window: usize,
+    /// Cap of the reconnect backoff (exponential from 200ms, with jitter).
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub ship_backoff_max: Duration,
 }
 
 impl Args {
@@ -248,6 +297,25 @@ impl Args {
         config.site.cluster = self.cluster_name;
         config.site.node = self.node_name.unwrap_or_else(hostname);
         config.audit_log = self.audit_log;
+        // --- spool + shipper (task S) ---
+        config.spool = self.spool_dir.map(|dir| crate::spool::SpoolConfig {
+            max_bytes: self.spool_max_bytes,
+            segment_bytes: self.spool_segment_bytes,
+            fsync_every: self.spool_fsync_every,
+            fsync_interval: self.spool_fsync_interval,
+            full_policy: self.spool_full,
+            ..crate::spool::SpoolConfig::new(dir)
+        });
+        config.ship = self.collector_url.map(|url| crate::ship::ShipConfig {
+            ca_file: self.collector_ca_file,
+            token_file: self.collector_token_file,
+            client_cert: self.collector_client_cert,
+            client_key: self.collector_client_key,
+            batch_max_events: self.ship_batch_events,
+            window: self.ship_window,
+            backoff_max: self.ship_backoff_max,
+            ..crate::ship::ShipConfig::new(url, config.site.node.clone())
+        });
         config
     }
 }
@@ -280,6 +348,24 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "invalid duration unit in {s:?} (use ms, s, m or h)"
         )),
     }
+}
+
+// --- spool (task S) ---
+/// Parses a byte count: `1048576`, `512Ki`, `64Mi`, `1Gi` (also `K`/`M`/`G` as powers of 1024).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("invalid size {s:?}"))?;
+    let mult: u64 = match unit {
+        "" => 1,
+        "Ki" | "K" => 1 << 10,
+        "Mi" | "M" => 1 << 20,
+        "Gi" | "G" => 1 << 30,
+        _ => return Err(format!("invalid size unit in {s:?} (use Ki, Mi or Gi)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
 /// This host's name, for `--node-name`'s default.
@@ -363,6 +449,54 @@ mod tests {
             assert!(with(bad).is_err(), "{bad:?} accepted");
         }
         Ok(())
+    }
+
+    // --- spool + shipper (task S) ---
+    #[test]
+    fn spool_and_collector_flags() -> Result<(), clap::Error> {
+        let base = [
+            "gatehouse-agent",
+            "--tls-cert=c",
+            "--tls-key=k",
+            "--oidc-issuer-url=https://idp",
+        ];
+        let config = Args::try_parse_from(base)?.into_config();
+        assert!(config.spool.is_none() && config.ship.is_none());
+        let mut args = base.to_vec();
+        args.extend([
+            "--spool-dir=/var/spool/gh",
+            "--spool-max-bytes=2Mi",
+            "--spool-full=keep-serving",
+            "--collector-url=https://collector:8443",
+            "--node-name=node-a",
+        ]);
+        let config = Args::try_parse_from(args)?.into_config();
+        let spool = config.spool.as_ref().map(|s| (s.max_bytes, s.full_policy));
+        assert_eq!(
+            spool,
+            Some((2 << 20, crate::spool::FullPolicy::KeepServing))
+        );
+        assert_eq!(
+            config.ship.as_ref().map(|s| s.agent.as_str()),
+            Some("node-a")
+        );
+        assert!(config.validate().is_ok());
+        let mut lone = base.to_vec();
+        lone.push("--collector-url=https://collector:8443");
+        let config = Args::try_parse_from(lone)?.into_config();
+        assert!(config.validate().is_err(), "shipping needs a spool");
+        let mut half = base.to_vec();
+        half.push("--collector-client-cert=c.pem");
+        assert!(Args::try_parse_from(half).is_err(), "cert without key");
+        Ok(())
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(parse_bytes("64Mi"), Ok(64 << 20));
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert!(parse_bytes("1Ti").is_err());
+        assert!(parse_bytes("99999999999999Gi").is_err());
     }
 
     #[test]

@@ -57,6 +57,11 @@ pub struct AgentConfig {
     pub site: crate::audit::event::Site,
     /// `--audit-log`: JSON-lines file, `-` for stdout, `None` for the tracing target only.
     pub audit_log: Option<String>,
+    // --- spool + shipper (task S) ---
+    /// `--spool-dir` and friends: the durable audit spool; `None` = no spool.
+    pub spool: Option<crate::spool::SpoolConfig>,
+    /// `--collector-url` and friends: ship the spool to the collector; `None` = keep local.
+    pub ship: Option<crate::ship::ShipConfig>,
 }
 
 /// Limits of the kubectl listener, so that one client cannot exhaust the agent.
@@ -170,6 +175,8 @@ impl Default for AgentConfig {
             ops_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
             site: crate::audit::event::Site::default(),
             audit_log: None,
+            spool: None,
+            ship: None,
         }
     }
 }
@@ -221,6 +228,12 @@ impl AgentConfig {
         }
         if self.oidc.username_claim.is_empty() {
             return Err(ConfigError::Missing("--oidc-username-claim"));
+        }
+        // --- spool + shipper (task S): events reach the collector only through the spool.
+        if self.ship.is_some() && self.spool.is_none() {
+            return Err(ConfigError::Missing(
+                "--spool-dir (needed by --collector-url)",
+            ));
         }
         Ok(())
     }

@@ -19,6 +19,8 @@
 //! - [`ops`]: the operations listener: `/healthz`, `/readyz`, `/metrics`.
 //! - [`upstream`]: where the API server is and the agent's own credential there (flags,
 //!   in-cluster, kubeconfig: token, token file, client certificate, exec plugin).
+//! - [`spool`]: the durable on-disk audit spool (segments, CRC, ack cursor, size bound).
+//! - [`ship`]: the shipper: spooled events to the collector over one HTTP/2 stream.
 //! - [`ebpf`]: loads the embedded eBPF object and reads kernel events from its ring buffer.
 #![deny(missing_docs)]
 
@@ -34,6 +36,9 @@ pub mod ops;
 pub mod proxy;
 pub mod server;
 pub mod shutdown;
+// --- spool + shipper (task S) ---
+pub mod ship;
+pub mod spool;
 pub mod status;
 pub mod telemetry;
 pub mod tls;

@@ -52,6 +52,9 @@ pub struct Metrics {
     jwks_refreshes: Family<OutcomeLabel, Counter>,
     tls_handshake_failures: Counter,
     open_connections: Gauge,
+    // --- spool + shipper (task S) ---
+    spool: crate::spool::SpoolMetrics,
+    ship: crate::ship::ShipMetrics,
 }
 
 impl Default for Metrics {
@@ -112,7 +115,14 @@ impl Metrics {
             "Client connections currently open",
             open_connections.clone(),
         );
+        // --- spool + shipper (task S) ---
+        let spool = crate::spool::SpoolMetrics::default();
+        spool.register(&mut registry);
+        let ship = crate::ship::ShipMetrics::default();
+        ship.register(&mut registry);
         Self {
+            spool,
+            ship,
             registry,
             requests,
             latency,
@@ -155,6 +165,17 @@ impl Metrics {
     /// Counts a failed or timed-out TLS handshake.
     pub fn tls_handshake_failed(&self) {
         self.tls_handshake_failures.inc();
+    }
+
+    // --- spool + shipper (task S) ---
+    /// The spool's metrics (registered here, fed by the spool).
+    pub fn spool(&self) -> &crate::spool::SpoolMetrics {
+        &self.spool
+    }
+
+    /// The shipper's metrics.
+    pub fn ship(&self) -> &crate::ship::ShipMetrics {
+        &self.ship
     }
 
     /// Marks a connection open until the returned guard is dropped.

@@ -24,6 +24,8 @@ pub struct Proxy {
     forwarder: Forwarder,
     sink: Arc<dyn AuditSink>,
     site: Site,
+    // --- spool (task S) ---
+    spool: Option<Arc<crate::spool::Spool>>,
 }
 
 impl Proxy {
@@ -40,7 +42,21 @@ impl Proxy {
             forwarder,
             sink,
             site,
+            spool: None,
         }
+    }
+
+    // --- spool (task S) ---
+    /// Makes the request path check `spool` (already one of the sinks): with the
+    /// fail-closed policy, a full spool refuses requests rather than serve them unrecorded.
+    pub fn with_spool(mut self, spool: Arc<crate::spool::Spool>) -> Self {
+        self.spool = Some(spool);
+        self
+    }
+
+    /// The spool, if the agent records to one.
+    pub fn spool(&self) -> Option<&Arc<crate::spool::Spool>> {
+        self.spool.as_ref()
     }
 
     /// Open upgraded sessions, for the listener's drain at shutdown.
@@ -83,6 +99,15 @@ impl Proxy {
         req: Request<Body>,
         ctx: &mut RequestContext,
     ) -> Result<Response<Body>, ProxyError> {
+        // 0. (task S) nothing is served that cannot be recorded, when the policy says so.
+        if let Some(spool) = &self.spool
+            && !spool.accepts_requests()
+        {
+            ctx.denied_by = Some("audit_spool_full");
+            return Err(ProxyError::UpstreamUnavailable(
+                crate::spool::SPOOL_FULL_MESSAGE.into(),
+            ));
+        }
         // 1. authenticate first: nothing about the cluster, not even a path error, is
         //    answered to an unknown caller.
         let identity = self

@@ -43,6 +43,13 @@ pub enum ServerError {
     /// The upstream (kubeconfig, in-cluster, CA, credential) is unusable.
     #[error("resolving the upstream API server")]
     Upstream(#[from] crate::upstream::UpstreamError),
+    // --- spool + shipper (task S) ---
+    /// The audit spool could not be opened.
+    #[error("opening the audit spool")]
+    Spool(#[from] crate::spool::SpoolError),
+    /// The shipper's settings are unusable.
+    #[error("setting up shipping to the collector")]
+    Ship(#[from] crate::ship::ShipError),
 }
 
 /// Builds the request path from `config`.
@@ -64,6 +71,7 @@ fn build_parts(
     ));
     let authenticator = Authenticator::with_shared_keys(config.oidc.clone(), keys.clone())
         .with_metrics(metrics.clone());
+    let metrics_for_spool = metrics.clone(); // --- spool (task S)
     let forwarder = Forwarder::new(&config.upstream)?;
     // Audit: always the tracing target, plus the JSON-lines file when asked for.
     // Metrics are fed by the same events, so the two can never disagree.
@@ -76,12 +84,26 @@ fn build_parts(
             .map_err(|e| ServerError::AuditLog(arg.clone(), e))?;
         sink = sink.with(Arc::new(jsonl));
     }
-    let proxy = Proxy::new(
+    // --- spool (task S): every event is spooled before it is shipped.
+    let spool = match &config.spool {
+        Some(spool_config) => Some(crate::spool::Spool::open(
+            spool_config.clone(),
+            metrics_for_spool.spool().clone(),
+        )?),
+        None => None,
+    };
+    if let Some(spool) = &spool {
+        sink = sink.with(spool.clone());
+    }
+    let mut proxy = Proxy::new(
         authenticator,
         forwarder,
         Arc::new(sink),
         config.site.clone(),
     );
+    if let Some(spool) = spool {
+        proxy = proxy.with_spool(spool);
+    }
     Ok((proxy, keys))
 }
 
@@ -108,8 +130,23 @@ pub async fn run(
         keys.clone()
             .refresh_every(config.oidc.jwks_refresh_interval),
     );
+    // --- spool + shipper (task S) ---
+    let stop_shipping = tokio_util::sync::CancellationToken::new();
+    let shipper = match (proxy.spool(), &config.ship) {
+        (Some(spool), Some(ship)) => Some(
+            crate::ship::Shipper::new(spool.clone(), ship.clone(), metrics.ship().clone())?
+                .spawn(stop_shipping.clone()),
+        ),
+        _ => None,
+    };
+    let spool = proxy.spool().cloned();
+    let ready_checks: Vec<crate::ops::ReadyCheck> = proxy
+        .spool()
+        .map(|spool| crate::spool::Spool::ready_check(spool.clone()))
+        .into_iter()
+        .collect();
     let ops = match config.ops_listen {
-        Some(addr) => Some(start_ops(addr, &config, metrics.clone(), keys).await?),
+        Some(addr) => Some(start_ops(addr, &config, metrics.clone(), keys, ready_checks).await?),
         None => None,
     };
     tracing::info!(issuer = %config.oidc.issuer_url, "gatehouse agent configured");
@@ -126,6 +163,14 @@ pub async fn run(
     if let Some(ops) = ops {
         ops.abort();
     }
+    // --- spool + shipper (task S): stop shipping, then make every queued event durable.
+    stop_shipping.cancel();
+    if let Some(shipper) = shipper {
+        let _ = shipper.await;
+    }
+    if let Some(spool) = spool {
+        let _ = tokio::task::spawn_blocking(move || spool.close()).await;
+    }
     Ok(())
 }
 
@@ -136,13 +181,14 @@ async fn start_ops(
     config: &AgentConfig,
     metrics: Arc<Metrics>,
     keys: Arc<KeyStore>,
+    extra: Vec<crate::ops::ReadyCheck>,
 ) -> Result<tokio::task::JoinHandle<()>, ServerError> {
     let upstream = UpstreamProbe::new(&config.upstream)?;
     let ops = Arc::new(Ops {
         metrics,
         upstream,
         keys,
-        extra: Vec::new(),
+        extra,
     });
     Ok(tokio::spawn(async move {
         match TcpListener::bind(addr).await {

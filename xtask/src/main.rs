@@ -10,8 +10,10 @@
 //! - [`dev`]: builds everything and runs the `dev-stack` binary.
 //! - [`util`]: paths every task agrees on, and running commands visibly.
 //! - [`bench`]: `bench proxy`, latency/CPU/memory of the agent vs direct vs nginx.
+//! - [`bench_spool`]: `bench spool`, the audit spool's cost on the request path.
 
 mod bench;
+mod bench_spool; // --- spool bench (task S)
 mod dev;
 mod ebpf;
 mod lint;
@@ -107,6 +109,11 @@ enum BenchCommand {
     /// and peak RSS with 500 watches, with the targets. JSON goes to
     /// <target>/bench/proxy-<unix-seconds>.json. Quick run: `--duration 5`.
     Proxy(bench::ProxyOptions),
+    // --- spool bench (task S) ---
+    /// Latency of the audit spool's `emit` on the request path (p50/p99 over 1M events,
+    /// writer running, batched fsync), against the 5 us p99 target. JSON goes to
+    /// <target>/bench/spool-<unix-seconds>.json.
+    Spool(bench_spool::SpoolOptions),
 }
 
 fn main() -> ExitCode {
@@ -146,6 +153,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return dev::run(&paths, &all);
         }
         Command::Bench(BenchCommand::Proxy(options)) => bench::proxy(&paths, &options)?,
+        Command::Bench(BenchCommand::Spool(options)) => bench_spool::spool(&paths, &options)?,
     }
     Ok(ExitCode::SUCCESS)
 }
