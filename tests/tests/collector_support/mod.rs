@@ -146,8 +146,19 @@ impl Collector {
         database: &str,
         extra: &[String],
     ) -> anyhow::Result<Self> {
+        Self::start_on(pki, url, database, free_loopback_addr()?, extra).await
+    }
+
+    /// [`Collector::start_with`] with the ingest listener on `ingest` (a restarted
+    /// collector comes back where the agents already point).
+    pub async fn start_on(
+        pki: &Pki,
+        url: &str,
+        database: &str,
+        ingest: SocketAddr,
+        extra: &[String],
+    ) -> anyhow::Result<Self> {
         let ops = free_loopback_addr()?;
-        let ingest = free_loopback_addr()?;
         let d = pki.dir.path();
         let log = d.join(format!("collector-{}.log", ingest.port()));
         let file = std::fs::File::create(&log)?;
