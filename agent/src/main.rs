@@ -1,19 +1,32 @@
-//! `gatehouse-agent` binary: parses arguments, binds the listener and runs the agent.
+//! `gatehouse-agent` binary: parses arguments, builds the runtime, binds the listener and
+//! runs the agent.
 
 use anyhow::Context;
 use clap::Parser;
 use gatehouse_agent::{cli::Args, server, shutdown, telemetry};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init(args.log_format, "info");
+    // One thread by default: a node agent's request path is short, and on one thread a
+    // request never wakes or waits for another worker (see `--worker-threads`).
+    let runtime = match args.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(usize::from(n))
+            .enable_all()
+            .build(),
+    }
+    .context("starting the async runtime")?;
     let config = args.into_config();
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
-    server::run(listener, config, shutdown::signal())
-        .await
-        .context("gatehouse agent failed")?;
-    Ok(())
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        server::run(listener, config, shutdown::signal())
+            .await
+            .context("gatehouse agent failed")
+    })
 }
