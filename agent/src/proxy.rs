@@ -65,15 +65,16 @@ impl Proxy {
                 (err.into_response(), AnsweredBy::Agent)
             }
         };
+        let started = ctx.started;
         let out = Outcome {
             status_code: resp.status().as_u16(),
             answered_by,
-            latency_ms: ctx.started.elapsed().as_secs_f64() * 1000.0,
+            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
             ..Outcome::default()
         };
-        let audit_event = event::api_request_event(&ctx, &self.site, out);
+        let audit_event = event::api_request_event(ctx, &self.site, out);
         let (parts, body) = resp.into_parts();
-        let body = AuditedBody::new(body, audit_event, out, self.sink.clone(), ctx.started)
+        let body = AuditedBody::new(body, audit_event, out, self.sink.clone(), started)
             .with_request_bytes(bytes_in);
         Response::from_parts(parts, body.boxed())
     }
