@@ -166,14 +166,15 @@ pub fn proxy(paths: &Paths, options: &ProxyOptions) -> anyhow::Result<()> {
             token: field("emulator_token")?,
         },
     ];
-    // Warm-up: connection setup, JIT-free but caches, the agent's JWKS fetch.
-    for t in &targets {
-        oha_run(&oha, t, &["-z", "2s", "-c", "4"])?;
-    }
-
     let rate = options.rate.to_string();
     let duration = format!("{}s", options.duration);
     let conns = options.connections.to_string();
+    // Warm-up: connection setup, caches, the agent's JWKS fetch. With as many connections
+    // as the measured runs, so that the proxies' upstream keep-alive pools (agent and
+    // nginx) are filled before measuring, not during the first second of it.
+    for t in &targets {
+        oha_run(&oha, t, &["-z", "2s", "-c", &conns])?;
+    }
     let mut open = Vec::new();
     let mut cpu = (0.0, 0.0);
     for t in &targets {
@@ -221,6 +222,8 @@ pub fn proxy(paths: &Paths, options: &ProxyOptions) -> anyhow::Result<()> {
         "memory: {} watches held open through the agent + open-loop load",
         options.watches
     ));
+    // Peak RSS of this run, not of the closed-loop runs before it.
+    reset_peak_rss(agent_pid);
     let watches = hold_watches(
         &release,
         &info,
@@ -562,6 +565,17 @@ fn vm_hwm_kib(pid: u64) -> anyhow::Result<u64> {
         .nth(1)
         .context("malformed VmHWM")?
         .parse()?)
+}
+
+/// Resets `VmHWM` of `pid` to its current RSS (Linux `clear_refs` value 5), so the next
+/// reading is the peak of what follows. On failure the reading covers the whole run,
+/// which can only overstate the peak; say so and go on.
+fn reset_peak_rss(pid: u64) {
+    if let Err(err) = std::fs::write(format!("/proc/{pid}/clear_refs"), "5") {
+        eprintln!(
+            "warning: cannot reset the agent's peak RSS ({err}); the memory figure covers the whole bench"
+        );
+    }
 }
 
 /// Starts `bench-stack watches` and waits until every stream is open.
