@@ -250,11 +250,23 @@ where
     U: AsyncRead + AsyncWrite + Send,
 {
     let mut guard = EndGuard::new(start, protocol, request_id);
+    // The streams outlive the pumps so that the event is out before the sockets close:
+    // whoever sees the session end (kubectl, a test) finds it recorded.
+    let (mut client_r, mut client_w) = tokio::io::split(client);
+    let (mut upstream_r, mut upstream_w) = tokio::io::split(upstream);
     let reason = {
-        let (client_r, client_w) = tokio::io::split(client);
-        let (upstream_r, upstream_w) = tokio::io::split(upstream);
-        let c2u = pump(client_r, upstream_w, &guard, Direction::ClientToUpstream);
-        let u2c = pump(upstream_r, client_w, &guard, Direction::UpstreamToClient);
+        let c2u = pump(
+            &mut client_r,
+            &mut upstream_w,
+            &guard,
+            Direction::ClientToUpstream,
+        );
+        let u2c = pump(
+            &mut upstream_r,
+            &mut client_w,
+            &guard,
+            Direction::UpstreamToClient,
+        );
         tokio::pin!(c2u, u2c);
         let (mut client_done, mut upstream_done) = (false, false);
         loop {
@@ -282,6 +294,7 @@ where
         }
     };
     guard.finish(&reason);
+    drop((client_r, client_w, upstream_r, upstream_w));
     reason
 }
 
