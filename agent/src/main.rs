@@ -8,8 +8,7 @@ use gatehouse_agent::{cli::Args, server, shutdown, telemetry};
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init(args.log_format, "info");
-    // One thread by default: a node agent's request path is short, and on one thread a
-    // request never wakes or waits for another worker (see `--worker-threads`).
+    // A fixed, small number of workers (see `--worker-threads`), not one per core.
     let runtime = match args.worker_threads {
         1 => tokio::runtime::Builder::new_current_thread()
             .enable_all()
