@@ -56,7 +56,7 @@ pub struct Args {
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     pub upstream_connect_timeout: Duration,
 
-    // --- upstream sources (task U) ---
+    // --- upstream sources ---
     /// For an agent outside the cluster: take the API server (server URL, CA file or data)
     /// and the agent's own credential (token, tokenFile, client-certificate + client-key,
     /// or an exec plugin such as `aws eks get-token`) from this kubeconfig, instead of
@@ -127,7 +127,7 @@ pub struct Args {
     #[arg(long, value_parser = parse_duration, default_value = "20s")]
     pub drain_timeout: Duration,
 
-    // --- periodic JWKS refresh (task C) ---
+    // --- periodic JWKS refresh ---
     /// Interval at which the issuer's signing keys are re-fetched in the background, so a
     /// key rotation at the IdP needs no restart. A failed refresh keeps the last good keys.
     /// Unknown `kid`s also trigger a fetch (at most every 10s). Verified tokens stay cached
@@ -135,14 +135,14 @@ pub struct Args {
     #[arg(long, value_parser = parse_duration, default_value = "5m")]
     pub oidc_jwks_refresh: Duration,
 
-    // --- operations endpoints (task C) ---
+    // --- operations endpoints ---
     /// Plain-HTTP address for /healthz (process up), /readyz (API server reachable with the
     /// agent's credential and OIDC keys loaded) and /metrics (Prometheus). Keep it off the
     /// public network; `off` disables it.
     #[arg(long, env = "GATEHOUSE_OPS_LISTEN", value_parser = parse_ops_listen, default_value = "127.0.0.1:9090")]
     pub ops_listen: OpsListen,
 
-    // --- listener: mTLS and limits (task C) ---
+    // --- listener: mTLS and limits ---
     /// CA bundle (PEM) for client certificates. A certificate signed by it authenticates
     /// like at the API server (CN = user, O = groups) when no bearer token is sent;
     /// clients without a certificate still connect and use OIDC. Default: no client certs.
@@ -187,7 +187,7 @@ pub struct Args {
     #[arg(long, value_enum, env = "GATEHOUSE_LOG_FORMAT", default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    // --- audit (task A) ---
+    // --- audit ---
     /// Cluster name stamped on every audit event.
     #[arg(long, env = "GATEHOUSE_CLUSTER_NAME", default_value = "")]
     pub cluster_name: String,
@@ -199,7 +199,7 @@ pub struct Args {
     #[arg(long, env = "GATEHOUSE_AUDIT_LOG", value_name = "FILE")]
     pub audit_log: Option<String>,
 
-    // --- spool + shipper (task S) ---
+    // --- spool + shipper ---
     /// Durable audit spool directory: every audit event is appended here (CRC-checked
     /// segment files, fsynced in batches) before it is shipped, and deleted only once the
     /// collector acked it. Without it, events are not shipped anywhere.
@@ -247,6 +247,14 @@ pub struct Args {
     /// Cap of the reconnect backoff (exponential from 200ms, with jitter).
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
     pub ship_backoff_max: Duration,
+
+    // --- runtime ---
+    /// Threads serving requests. The default, 2, is fixed rather than one per core: a node
+    /// agent's load is one node's kubectl traffic, and every extra idle worker is one more
+    /// thread woken to look for work. Two keep requests moving while one thread does a TLS
+    /// handshake or is preempted; 1 runs everything on one thread.
+    #[arg(long, env = "GATEHOUSE_WORKER_THREADS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub worker_threads: u16,
 }
 
 impl Args {
@@ -263,7 +271,7 @@ impl Args {
         config.upstream.ca_file = Some(self.upstream_ca_file);
         config.upstream.token_file = Some(self.upstream_token_file);
         config.upstream.connect_timeout = self.upstream_connect_timeout;
-        // --- upstream sources (task U) ---
+        // --- upstream sources ---
         config.upstream.source = match (self.upstream_kubeconfig, self.upstream_in_cluster) {
             (Some(path), _) => crate::config::UpstreamSource::Kubeconfig {
                 path,
@@ -282,7 +290,7 @@ impl Args {
         config.oidc.clock_skew = self.oidc_clock_skew;
         config.oidc.jwks_refresh_interval = self.oidc_jwks_refresh;
         config.ops_listen = self.ops_listen.0;
-        // --- listener: mTLS and limits (task C) ---
+        // --- listener: mTLS and limits ---
         config.client_ca_file = self.client_ca_file;
         config.tls_handshake_timeout = self.tls_handshake_timeout;
         config.limits = crate::config::ListenerLimits {
@@ -297,7 +305,7 @@ impl Args {
         config.site.cluster = self.cluster_name;
         config.site.node = self.node_name.unwrap_or_else(hostname);
         config.audit_log = self.audit_log;
-        // --- spool + shipper (task S) ---
+        // --- spool + shipper ---
         config.spool = self.spool_dir.map(|dir| crate::spool::SpoolConfig {
             max_bytes: self.spool_max_bytes,
             segment_bytes: self.spool_segment_bytes,
@@ -350,7 +358,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
-// --- spool (task S) ---
+// --- spool ---
 /// Parses a byte count: `1048576`, `512Ki`, `64Mi`, `1Gi` (also `K`/`M`/`G` as powers of 1024).
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let s = s.trim();
@@ -405,7 +413,7 @@ mod tests {
         Ok(())
     }
 
-    // --- upstream sources (task U) ---
+    // --- upstream sources ---
     #[test]
     fn exactly_one_upstream_source() -> Result<(), clap::Error> {
         use crate::config::UpstreamSource;
@@ -451,7 +459,7 @@ mod tests {
         Ok(())
     }
 
-    // --- spool + shipper (task S) ---
+    // --- spool + shipper ---
     #[test]
     fn spool_and_collector_flags() -> Result<(), clap::Error> {
         let base = [

@@ -44,20 +44,20 @@ pub struct AgentConfig {
     pub upstream: UpstreamConfig,
     /// How bearer tokens are verified.
     pub oidc: OidcConfig,
-    // --- listener: mTLS and limits (task C) ---
+    // --- listener: mTLS and limits ---
     /// CA bundle (PEM) for optional client certificates; `None` = no client certificates.
     pub client_ca_file: Option<PathBuf>,
     /// Resource limits of the kubectl listener.
     pub limits: ListenerLimits,
-    // --- operations endpoints (task C) ---
+    // --- operations endpoints ---
     /// Plain-HTTP listener for `/healthz`, `/readyz`, `/metrics`; `None` = off.
     pub ops_listen: Option<SocketAddr>,
-    // --- audit (task A) ---
+    // --- audit ---
     /// Cluster and node stamped on every audit event.
     pub site: crate::audit::event::Site,
     /// `--audit-log`: JSON-lines file, `-` for stdout, `None` for the tracing target only.
     pub audit_log: Option<String>,
-    // --- spool + shipper (task S) ---
+    // --- spool + shipper ---
     /// `--spool-dir` and friends: the durable audit spool; `None` = no spool.
     pub spool: Option<crate::spool::SpoolConfig>,
     /// `--collector-url` and friends: ship the spool to the collector; `None` = keep local.
@@ -109,7 +109,7 @@ pub struct UpstreamConfig {
     pub token_file: Option<PathBuf>,
     /// Limit for establishing a TCP + TLS connection to the API server.
     pub connect_timeout: Duration,
-    // --- upstream sources (task U) ---
+    // --- upstream sources ---
     /// Where URL, CA and credential come from; `url`, `ca_file` and `token_file` apply to
     /// [`UpstreamSource::Flags`] only.
     pub source: UpstreamSource,
@@ -155,7 +155,7 @@ pub struct OidcConfig {
     pub jwks_min_refresh: Duration,
     /// Most verified tokens kept in the cache (by SHA-256 digest, until they expire).
     pub token_cache_max: usize,
-    // --- periodic JWKS refresh (task C) ---
+    // --- periodic JWKS refresh ---
     /// Interval of the background JWKS refresh (on top of refresh-on-unknown-kid).
     pub jwks_refresh_interval: Duration,
 }
@@ -229,7 +229,7 @@ impl AgentConfig {
         if self.oidc.username_claim.is_empty() {
             return Err(ConfigError::Missing("--oidc-username-claim"));
         }
-        // --- spool + shipper (task S): events reach the collector only through the spool.
+        // Events reach the collector only through the spool.
         if self.ship.is_some() && self.spool.is_none() {
             return Err(ConfigError::Missing(
                 "--spool-dir (needed by --collector-url)",

@@ -36,13 +36,13 @@ pub mod ops;
 pub mod proxy;
 pub mod server;
 pub mod shutdown;
-// --- spool + shipper (task S) ---
+// --- spool + shipper ---
 pub mod ship;
 pub mod spool;
 pub mod status;
 pub mod telemetry;
 pub mod tls;
-// --- upstream sources and credentials (task U) ---
+// --- upstream sources and credentials ---
 pub mod upstream;
 
 /// Boxed error type carried by response and request bodies.

@@ -52,7 +52,7 @@ pub struct Metrics {
     jwks_refreshes: Family<OutcomeLabel, Counter>,
     tls_handshake_failures: Counter,
     open_connections: Gauge,
-    // --- spool + shipper (task S) ---
+    // --- spool + shipper ---
     spool: crate::spool::SpoolMetrics,
     ship: crate::ship::ShipMetrics,
 }
@@ -115,7 +115,7 @@ impl Metrics {
             "Client connections currently open",
             open_connections.clone(),
         );
-        // --- spool + shipper (task S) ---
+        // --- spool + shipper ---
         let spool = crate::spool::SpoolMetrics::default();
         spool.register(&mut registry);
         let ship = crate::ship::ShipMetrics::default();
@@ -167,7 +167,7 @@ impl Metrics {
         self.tls_handshake_failures.inc();
     }
 
-    // --- spool + shipper (task S) ---
+    // --- spool + shipper ---
     /// The spool's metrics (registered here, fed by the spool).
     pub fn spool(&self) -> &crate::spool::SpoolMetrics {
         &self.spool

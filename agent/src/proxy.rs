@@ -24,7 +24,7 @@ pub struct Proxy {
     forwarder: Forwarder,
     sink: Arc<dyn AuditSink>,
     site: Site,
-    // --- spool (task S) ---
+    // --- spool ---
     spool: Option<Arc<crate::spool::Spool>>,
 }
 
@@ -46,7 +46,7 @@ impl Proxy {
         }
     }
 
-    // --- spool (task S) ---
+    // --- spool ---
     /// Makes the request path check `spool` (already one of the sinks): with the
     /// fail-closed policy, a full spool refuses requests rather than serve them unrecorded.
     pub fn with_spool(mut self, spool: Arc<crate::spool::Spool>) -> Self {
@@ -81,15 +81,16 @@ impl Proxy {
                 (err.into_response(), AnsweredBy::Agent)
             }
         };
+        let started = ctx.started;
         let out = Outcome {
             status_code: resp.status().as_u16(),
             answered_by,
-            latency_ms: ctx.started.elapsed().as_secs_f64() * 1000.0,
+            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
             ..Outcome::default()
         };
-        let audit_event = event::api_request_event(&ctx, &self.site, out);
+        let audit_event = event::api_request_event(ctx, &self.site, out);
         let (parts, body) = resp.into_parts();
-        let body = AuditedBody::new(body, audit_event, out, self.sink.clone(), ctx.started)
+        let body = AuditedBody::new(body, audit_event, out, self.sink.clone(), started)
             .with_request_bytes(bytes_in);
         Response::from_parts(parts, body.boxed())
     }
@@ -99,7 +100,7 @@ impl Proxy {
         req: Request<Body>,
         ctx: &mut RequestContext,
     ) -> Result<Response<Body>, ProxyError> {
-        // 0. (task S) nothing is served that cannot be recorded, when the policy says so.
+        // 0. nothing is served that cannot be recorded, when the policy says so.
         if let Some(spool) = &self.spool
             && !spool.accepts_requests()
         {

@@ -39,11 +39,11 @@ pub enum ServerError {
     /// The upstream client could not be built.
     #[error("setting up the upstream client")]
     Forward(#[from] ForwardError),
-    // --- upstream sources (task U) ---
+    // --- upstream sources ---
     /// The upstream (kubeconfig, in-cluster, CA, credential) is unusable.
     #[error("resolving the upstream API server")]
     Upstream(#[from] crate::upstream::UpstreamError),
-    // --- spool + shipper (task S) ---
+    // --- spool + shipper ---
     /// The audit spool could not be opened.
     #[error("opening the audit spool")]
     Spool(#[from] crate::spool::SpoolError),
@@ -71,7 +71,7 @@ fn build_parts(
     ));
     let authenticator = Authenticator::with_shared_keys(config.oidc.clone(), keys.clone())
         .with_metrics(metrics.clone());
-    let metrics_for_spool = metrics.clone(); // --- spool (task S)
+    let metrics_for_spool = metrics.clone();
     let forwarder = Forwarder::new(&config.upstream)?;
     // Audit: always the tracing target, plus the JSON-lines file when asked for.
     // Metrics are fed by the same events, so the two can never disagree.
@@ -84,7 +84,7 @@ fn build_parts(
             .map_err(|e| ServerError::AuditLog(arg.clone(), e))?;
         sink = sink.with(Arc::new(jsonl));
     }
-    // --- spool (task S): every event is spooled before it is shipped.
+    // Every event is spooled before it is shipped.
     let spool = match &config.spool {
         Some(spool_config) => Some(crate::spool::Spool::open(
             spool_config.clone(),
@@ -130,7 +130,7 @@ pub async fn run(
         keys.clone()
             .refresh_every(config.oidc.jwks_refresh_interval),
     );
-    // --- spool + shipper (task S) ---
+    // --- spool + shipper ---
     let stop_shipping = tokio_util::sync::CancellationToken::new();
     let shipper = match (proxy.spool(), &config.ship) {
         (Some(spool), Some(ship)) => Some(
@@ -163,7 +163,7 @@ pub async fn run(
     if let Some(ops) = ops {
         ops.abort();
     }
-    // --- spool + shipper (task S): stop shipping, then make every queued event durable.
+    // Stop shipping, then make every queued event durable.
     stop_shipping.cancel();
     if let Some(shipper) = shipper {
         let _ = shipper.await;

@@ -64,7 +64,7 @@ impl CertKeyPem {
         Ok(Arc::new(config))
     }
 
-    // --- client certificates at the emulator (task U) ---
+    // --- client certificates at the emulator ---
     /// Like [`CertKeyPem::server_config`], and also asks for an optional client
     /// certificate, verified against `client_ca_pem` (clients without one still connect).
     pub fn server_config_with_client_ca(

@@ -13,7 +13,7 @@
 //! - [`bench_spool`]: `bench spool`, the audit spool's cost on the request path.
 
 mod bench;
-mod bench_spool; // --- spool bench (task S)
+mod bench_spool;
 mod dev;
 mod ebpf;
 mod lint;
@@ -81,7 +81,7 @@ enum Command {
     /// instead of the emulator. Arguments after `--` go to dev-stack as they are.
     /// dev-stack finds the built binaries through GATEHOUSE_BIN_DIR.
     Dev {
-        // --- upstream kubeconfig (task U) ---
+        // --- upstream kubeconfig ---
         /// Forward to the cluster of this kubeconfig, authenticating as its context's user
         /// (which needs deploy/agent-impersonation-rbac.yaml), instead of the emulator.
         #[arg(long, value_name = "PATH")]
@@ -109,7 +109,7 @@ enum BenchCommand {
     /// and peak RSS with 500 watches, with the targets. JSON goes to
     /// <target>/bench/proxy-<unix-seconds>.json. Quick run: `--duration 5`.
     Proxy(bench::ProxyOptions),
-    // --- spool bench (task S) ---
+    // --- spool bench ---
     /// Latency of the audit spool's `emit` on the request path (p50/p99 over 1M events,
     /// writer running, batched fsync), against the 5 us p99 target. JSON goes to
     /// <target>/bench/spool-<unix-seconds>.json.

@@ -51,35 +51,34 @@ pub fn session_kind(ctx: &RequestContext) -> Option<SessionKind> {
 }
 
 /// The `ApiRequestEvent` of `ctx`. No header is copied, so the `Authorization` token
-/// cannot reach the event.
-pub fn api_request_event(ctx: &RequestContext, site: &Site, out: Outcome) -> ApiRequestEvent {
-    let info = ctx.info.clone().unwrap_or_default();
-    let (user, groups) = match &ctx.identity {
-        Some(id) => (id.username.clone(), id.groups.clone()),
-        None => (String::new(), Vec::new()),
+/// cannot reach the event. Takes `ctx` by value: the request is over, so its strings move
+/// into the event instead of being copied (this runs once per request).
+pub fn api_request_event(ctx: RequestContext, site: &Site, out: Outcome) -> ApiRequestEvent {
+    let info = ctx.info.unwrap_or_default();
+    let (auth_method, user, groups) = match ctx.identity {
+        // The identity is shared with the token cache, so its strings are copied.
+        Some(id) => (id.auth_method, id.username.clone(), id.groups.clone()),
+        None => (AuthMethod::None, String::new(), Vec::new()),
     };
-    let (decision, decided_by) = match &ctx.denied_by {
-        Some(check) => (Decision::Deny, (*check).to_string()),
+    let (decision, decided_by) = match ctx.denied_by {
+        Some(check) => (Decision::Deny, check.to_string()),
         None => (Decision::Allow, NO_POLICY_YET.to_string()),
     };
     ApiRequestEvent {
         event_id: uuid::Uuid::new_v4().to_string(),
-        request_id: ctx.request_id.clone(),
-        session_id: ctx.session_id.clone(),
+        request_id: ctx.request_id,
+        session_id: ctx.session_id,
         time: ctx.time,
         cluster: site.cluster.clone(),
         node: site.node.clone(),
-        auth_method: ctx
-            .identity
-            .as_ref()
-            .map_or(AuthMethod::None, |identity| identity.auth_method),
+        auth_method,
         user,
         groups,
         source: ctx.peer.to_string(),
-        user_agent: ctx.user_agent.clone(),
+        user_agent: ctx.user_agent,
         method: ctx.method.to_string(),
-        path: ctx.uri_path.clone(),
-        query: ctx.query.clone(),
+        path: ctx.uri_path,
+        query: ctx.query,
         is_resource_request: info.is_resource_request,
         verb: info.verb,
         api_group: info.api_group,
@@ -93,7 +92,7 @@ pub fn api_request_event(ctx: &RequestContext, site: &Site, out: Outcome) -> Api
         decided_by,
         answered_by: out.answered_by,
         status_code: out.status_code,
-        error: ctx.error.clone().unwrap_or_default(),
+        error: ctx.error.unwrap_or_default(),
         latency_ms: out.latency_ms,
         duration_ms: out.duration_ms,
         bytes_in: out.bytes_in,
@@ -173,7 +172,7 @@ mod tests {
             bytes_in: 0,
             bytes_out: 42,
         };
-        let ev = api_request_event(&ctx, &site(), out);
+        let ev = api_request_event(ctx, &site(), out);
         assert_eq!(
             (ev.user.as_str(), ev.verb.as_str(), ev.resource.as_str()),
             ("oidc:alice", "watch", "pods")
@@ -198,7 +197,7 @@ mod tests {
     fn denied_requests_name_the_check() -> anyhow::Result<()> {
         let mut ctx = ctx(http::Method::GET, "/api/v1/pods")?;
         ctx.denied_by = Some("impersonation");
-        let ev = api_request_event(&ctx, &site(), Outcome::default());
+        let ev = api_request_event(ctx, &site(), Outcome::default());
         assert_eq!(
             (ev.decision, ev.decided_by.as_str()),
             (Decision::Deny, "impersonation")
@@ -214,8 +213,8 @@ mod tests {
             "/api/v1/namespaces/dev/pods/web-0/exec?command=sh",
         )?;
         ctx.session_id = Some("s1".into());
-        let ev = api_request_event(&ctx, &site(), Outcome::default());
         let tpl = session_template(&ctx, &site()).ok_or_else(|| anyhow::anyhow!("no template"))?;
+        let ev = api_request_event(ctx, &site(), Outcome::default());
         for json in [serde_json::to_string(&ev)?, serde_json::to_string(&tpl)?] {
             assert!(!json.contains(TOKEN), "token leaked: {json}");
             assert!(

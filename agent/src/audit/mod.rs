@@ -37,7 +37,7 @@ pub struct RequestContext {
     pub info: Option<RequestInfo>,
     /// Why the agent answered itself, if it did.
     pub error: Option<String>,
-    // --- audit events (task A) ---
+    // --- audit events ---
     /// Wall-clock arrival time, for the event.
     pub time: chrono::DateTime<chrono::Utc>,
     /// Path without the query.

@@ -3,17 +3,18 @@
 use crate::authenticate::Identity;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded as they are.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded as they are. Parsed names, so
+/// that removing them (twice per request) does not parse nine strings each time.
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// The first client-sent `Impersonate-*` header, if any (e.g. from `kubectl --as`).
@@ -25,19 +26,21 @@ pub fn client_impersonation(headers: &HeaderMap) -> Option<&HeaderName> {
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
-        .collect();
-    for name in named
-        .iter()
-        .map(String::as_str)
-        .chain(HOP_BY_HOP.iter().copied())
-    {
+    // Most requests and responses carry no `Connection` header: nothing to collect then.
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<String> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|t| t.trim().to_ascii_lowercase())
+            .filter(|t| !t.is_empty())
+            .collect();
+        for name in &named {
+            headers.remove(name.as_str());
+        }
+    }
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }

@@ -28,7 +28,7 @@ const CLIENT_LINGER: Duration = Duration::from_secs(5);
 /// ends and see kubectl close (kubectl closes as soon as it has read the message).
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// What the request path knows when an upgrade request arrives (see CONTRACTS.md).
+/// What the request path knows when an upgrade request arrives.
 pub struct SessionStart {
     /// Ids, cluster, node, user, groups, kind, namespace, pod, exec params; the relay
     /// fills protocol, started, ended, byte counts and end_reason.
@@ -456,6 +456,9 @@ where
         tracing::debug!(told, "goodbye to the client of a session ended by shutdown");
     }
     guard.finish(&reason);
+    // The streams outlive the pumps so that the event is out before the sockets close:
+    // whoever sees the session end (kubectl, a test) finds it recorded.
+    drop((halves, upstream_w));
     reason
 }
 

@@ -337,7 +337,10 @@ pub fn resolve(
     let bearer: Option<Box<dyn UpstreamCredential>> = if let Some(token) = &user.token {
         Some(Box::new(StaticToken::new(&token.0, user_where("token"))?))
     } else if let Some(file) = &user.token_file {
-        Some(Box::new(TokenFile::new(resolve_path(base, file))))
+        Some(Box::new(
+            TokenFile::new(resolve_path(base, file))
+                .with_recheck_interval(super::token_file::REQUEST_PATH_RECHECK),
+        ))
     } else if let Some(exec) = &user.exec {
         let spec = exec_spec(exec, base, &url, ca.as_ref())
             .map_err(|reason| err(format!("user {user_name:?}: {reason}")))?;

@@ -126,7 +126,10 @@ impl Upstream {
                     config.url.clone(),
                     config.ca_file.clone().map(Pem::File),
                     match &config.token_file {
-                        Some(path) => Arc::new(token_file::TokenFile::new(path)),
+                        Some(path) => Arc::new(
+                            token_file::TokenFile::new(path)
+                                .with_recheck_interval(token_file::REQUEST_PATH_RECHECK),
+                        ),
                         None => Arc::new(NoCredential),
                     },
                     "--upstream-url".to_string(),
@@ -136,9 +139,10 @@ impl Upstream {
                     (
                         url,
                         Some(Pem::File(PathBuf::from(crate::config::IN_CLUSTER_CA_FILE))),
-                        Arc::new(token_file::TokenFile::new(
-                            crate::config::IN_CLUSTER_TOKEN_FILE,
-                        )),
+                        Arc::new(
+                            token_file::TokenFile::new(crate::config::IN_CLUSTER_TOKEN_FILE)
+                                .with_recheck_interval(token_file::REQUEST_PATH_RECHECK),
+                        ),
                         "in-cluster service account".to_string(),
                     )
                 }

@@ -6,18 +6,25 @@ use futures_util::future::BoxFuture;
 use http::HeaderValue;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
+
+/// How often the request path looks at the token file: kubelet rotates projected tokens
+/// long before they expire, so a second's delay costs nothing, and a `stat` per request
+/// does.
+pub const REQUEST_PATH_RECHECK: Duration = Duration::from_secs(1);
 
 struct Loaded {
     modified: Option<SystemTime>,
     len: u64,
     token: String,
+    checked: Instant,
 }
 
 /// A token file, cached until its modification time or size changes.
 pub struct TokenFile {
     path: PathBuf,
     loaded: Mutex<Option<Loaded>>,
+    recheck: Duration,
 }
 
 impl TokenFile {
@@ -26,7 +33,15 @@ impl TokenFile {
         Self {
             path: path.into(),
             loaded: Mutex::new(None),
+            recheck: Duration::ZERO,
         }
+    }
+
+    /// Looks at the file at most once per `interval` (zero: on every call), so a busy
+    /// proxy does not `stat` it per request; a rotation is then seen within `interval`.
+    pub fn with_recheck_interval(mut self, interval: Duration) -> Self {
+        self.recheck = interval;
+        self
     }
 
     /// The file this token comes from.
@@ -34,22 +49,30 @@ impl TokenFile {
         &self.path
     }
 
-    /// The current token (one `stat` per call; a read only when the file changed).
+    /// The current token (one `stat` per call, or per recheck interval; a read only when
+    /// the file changed).
     pub fn token(&self) -> Result<String, CredentialError> {
         let read_err = |source| CredentialError::Read {
             path: self.path.clone(),
             source,
         };
-        let meta = std::fs::metadata(&self.path).map_err(read_err)?;
-        let (modified, len) = (meta.modified().ok(), meta.len());
         let mut loaded = match self.loaded.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
+        let now = Instant::now();
         if let Some(l) = loaded.as_ref()
+            && now.saturating_duration_since(l.checked) < self.recheck
+        {
+            return Ok(l.token.clone());
+        }
+        let meta = std::fs::metadata(&self.path).map_err(read_err)?;
+        let (modified, len) = (meta.modified().ok(), meta.len());
+        if let Some(l) = loaded.as_mut()
             && l.modified == modified
             && l.len == len
         {
+            l.checked = now;
             return Ok(l.token.clone());
         }
         let token = std::fs::read_to_string(&self.path)
@@ -66,6 +89,7 @@ impl TokenFile {
             modified,
             len,
             token: token.clone(),
+            checked: now,
         });
         Ok(token)
     }
@@ -103,6 +127,25 @@ mod tests {
         assert!(matches!(file.token(), Err(CredentialError::Empty(_))));
         std::fs::remove_file(&path)?;
         assert!(matches!(file.token(), Err(CredentialError::Read { .. })));
+        Ok(())
+    }
+
+    #[test]
+    fn recheck_interval_spares_the_stat_but_sees_rotation_after_it()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("token");
+        std::fs::write(&path, "first")?;
+        let long = TokenFile::new(&path).with_recheck_interval(Duration::from_secs(3600));
+        assert_eq!(long.token()?, "first");
+        // Within the interval the file is not looked at, so the rotation is not seen yet.
+        std::fs::write(&path, "second-token")?;
+        assert_eq!(long.token()?, "first");
+        // A zero interval looks every time, so the same rotation is seen at once.
+        let eager = TokenFile::new(&path).with_recheck_interval(Duration::ZERO);
+        assert_eq!(eager.token()?, "second-token");
+        std::fs::write(&path, "third-token-x")?;
+        assert_eq!(eager.token()?, "third-token-x");
         Ok(())
     }
 }

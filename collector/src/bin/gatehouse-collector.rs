@@ -43,7 +43,7 @@ struct Args {
     #[arg(long, value_enum, env = "GATEHOUSE_LOG_FORMAT", default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 
-    // --- ingest + ClickHouse store (task K) ---
+    // --- ingest + ClickHouse store ---
     /// Address of the agent ingest listener (TLS, HTTP/2 only). Requires --tls-cert-file,
     /// --tls-key-file, --agent-ca-file and --clickhouse-url.
     #[arg(long, env = "GATEHOUSE_COLLECTOR_INGEST_LISTEN")]

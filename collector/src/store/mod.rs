@@ -2,10 +2,12 @@
 //!
 //! [`AuditStore`] is what the ingest endpoint needs: insert a batch idempotently by
 //! `event_id` (a re-sent batch adds no rows) and report health. [`clickhouse`] is the real
-//! store; [`memory`] is an in-process one for tests of the ingest path.
+//! store; [`memory`] is an in-process one for tests of the ingest path. [`query`] is what
+//! the query API asks of a store.
 
 pub mod clickhouse;
 pub mod memory;
+pub mod query;
 pub mod rows;
 pub mod schema;
 

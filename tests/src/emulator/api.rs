@@ -35,7 +35,7 @@ pub struct Emulator {
     dir: PathBuf,
     admin_token: String,
     agent_token: String,
-    // --- client certificates (task U) ---
+    // --- client certificates ---
     ca: Arc<crate::pki::Ca>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,

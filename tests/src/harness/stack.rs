@@ -50,7 +50,7 @@ pub struct StackOptions {
     pub bin_dir: Option<PathBuf>,
     /// Extra `gatehouse-agent` flags.
     pub agent_args: Vec<String>,
-    // --- upstream kubeconfig (task U) ---
+    // --- upstream kubeconfig ---
     /// Send the agent to the cluster of this kubeconfig (`--upstream-kubeconfig`) instead
     /// of the built-in emulator, which then still runs but gets no agent traffic.
     pub upstream_kubeconfig: Option<PathBuf>,
@@ -269,7 +269,7 @@ impl Stack {
             format!("--tls-cert={}", agent_cert.display()),
             format!("--tls-key={}", agent_key.display()),
         ];
-        // --- upstream kubeconfig (task U) ---
+        // --- upstream kubeconfig ---
         match &options.upstream_kubeconfig {
             Some(path) => {
                 args.push(format!("--upstream-kubeconfig={}", path.display()));
