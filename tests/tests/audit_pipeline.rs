@@ -159,3 +159,170 @@ async fn every_accepted_event_reaches_clickhouse_exactly_once_through_outages() 
     collector.stop().await?;
     Ok(())
 }
+
+/// Requests that completed with 200 (the load driver's count).
+static OK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The issue's figure: this many requests through the agent, each stored exactly once.
+const LOAD_REQUESTS: u64 = 10_000;
+
+/// `workers` loops of `GET /api/v1/namespaces/dev/pods` through the agent until
+/// [`LOAD_REQUESTS`] have succeeded. Connection errors (the agent restarting) and non-200
+/// answers are retried: the agent's audit file, not this count, says what it accepted.
+async fn drive_load(agent_url: String, ca_pem: String, token: String, workers: usize) {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    use std::sync::atomic::Ordering;
+    let Ok(tls) = gatehouse_tests::pki::client_config_trusting(&ca_pem) else {
+        return;
+    };
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config((*tls).clone())
+        .https_only()
+        .enable_http1()
+        .build();
+    let client: Client<_, Empty<bytes::Bytes>> =
+        Client::builder(TokioExecutor::new()).build(connector);
+    let uri: http::Uri = match format!("{agent_url}/api/v1/namespaces/dev/pods").parse() {
+        Ok(uri) => uri,
+        Err(_) => return,
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        let (client, uri, token) = (client.clone(), uri.clone(), token.clone());
+        tasks.spawn(async move {
+            while OK.load(Ordering::SeqCst) < LOAD_REQUESTS {
+                let Ok(req) = http::Request::get(uri.clone())
+                    .header("authorization", format!("Bearer {token}"))
+                    .body(Empty::new())
+                else {
+                    return;
+                };
+                let answer =
+                    tokio::time::timeout(Duration::from_secs(10), client.request(req)).await;
+                match answer {
+                    Ok(Ok(resp)) => {
+                        let ok = resp.status() == http::StatusCode::OK;
+                        // Workers finishing together may pass the figure by a few; the
+                        // final check compares rows with this count, not with the figure.
+                        if resp.into_body().collect().await.is_ok() && ok {
+                            OK.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Waits until the load driver has seen `n` successes (bounded).
+async fn load_reached(n: u64) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    while OK.load(std::sync::atomic::Ordering::SeqCst) < n {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "load stalled at {} successful requests (waiting for {n})",
+            OK.load(std::sync::atomic::Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_thousand_requests_survive_collector_kills_an_agent_restart_and_a_clickhouse_stop()
+-> anyhow::Result<()> {
+    let Some(mut ch) = ClickHouse::launch()? else {
+        return Ok(());
+    };
+    let pki = Pki::new()?;
+    let (agent_cert, agent_key) = pki.agent(NODE)?.write(pki.dir.path(), "agent")?;
+    let collector_ca = pki.dir.path().join("collector-ca.crt");
+    pki.server_ca.write_cert(&collector_ca)?;
+    let ingest = free_loopback_addr()?;
+    let mut collector = Collector::start_on(&pki, &ch.url(), DB, ingest, &[]).await?;
+
+    let dir = tempfile::tempdir()?;
+    let audit = dir.path().join("audit.jsonl");
+    let mut options = StackOptions::new(dir.path());
+    options.agent_args = vec![
+        format!("--audit-log={}", audit.display()),
+        format!("--node-name={NODE}"),
+        format!("--spool-dir={}", dir.path().join("spool").display()),
+        format!("--collector-url=https://{ingest}"),
+        format!("--collector-ca-file={}", collector_ca.display()),
+        format!("--collector-client-cert={}", agent_cert.display()),
+        format!("--collector-client-key={}", agent_key.display()),
+        "--ship-batch-events=100".into(),
+        "--ship-backoff-max=1s".into(),
+    ];
+    let mut stack = Stack::start(options).await?;
+    let token = stack
+        .issuer
+        .mint_dev("alice")
+        .ok_or_else(|| anyhow::anyhow!("alice is not a dev user"))??;
+    let ca_pem = std::fs::read_to_string(stack.ca_cert_path())?;
+    let load = tokio::spawn(drive_load(stack.agent_url().to_string(), ca_pem, token, 8));
+
+    // Mid-run: the collector is killed (no drain) and comes back, twice.
+    for at in [1_500, 3_500] {
+        load_reached(at).await?;
+        collector.kill().await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        collector = Collector::start_on(&pki, &ch.url(), DB, ingest, &[]).await?;
+    }
+    // The agent is restarted once (SIGTERM, spool kept on disk, same port).
+    load_reached(5_500).await?;
+    stack.restart_agent().await?;
+    // ClickHouse is stopped for 20 s under the running collector.
+    load_reached(7_000).await?;
+    ch.stop();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    ch.start()?;
+    load_reached(LOAD_REQUESTS).await?;
+    load.await?;
+
+    let (want, have) = wait_until_stored(&ch, &audit).await?;
+    let lost: Vec<_> = want.keys().filter(|id| !have.contains_key(*id)).collect();
+    let extra: Vec<_> = have.keys().filter(|id| !want.contains_key(*id)).collect();
+    let duplicated: Vec<_> = have.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        lost.is_empty(),
+        "{} accepted events never stored",
+        lost.len()
+    );
+    assert!(
+        extra.is_empty(),
+        "{} stored events the agent never accepted",
+        extra.len()
+    );
+    assert!(
+        duplicated.is_empty(),
+        "{} events stored twice",
+        duplicated.len()
+    );
+    assert!(want.values().all(|n| *n == 1), "the audit file repeats ids");
+    // Every successful request is one 200 row (retried failures are rows of their own).
+    let ok_rows: u64 = ch
+        .query(&format!(
+            "SELECT count() FROM {DB}.api_requests WHERE path = '/api/v1/namespaces/dev/pods' \
+             AND status_code = 200 FORMAT TSV"
+        ))?
+        .trim()
+        .parse()?;
+    let ok_seen = OK.load(std::sync::atomic::Ordering::SeqCst);
+    eprintln!(
+        "accepted {} events, stored {} rows, {ok_seen} successful requests, {ok_rows} 200 rows",
+        want.len(),
+        have.values().sum::<u64>()
+    );
+    assert!(ok_seen >= LOAD_REQUESTS);
+    assert_eq!(ok_rows, ok_seen, "200 rows ≠ successful requests");
+
+    stack.shutdown().await;
+    collector.stop().await?;
+    Ok(())
+}

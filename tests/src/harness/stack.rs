@@ -125,8 +125,12 @@ impl ChildProcess {
         url: String,
         log_path: PathBuf,
     ) -> anyhow::Result<Self> {
-        let log = std::fs::File::create(&log_path)
-            .with_context(|| format!("creating {}", log_path.display()))?;
+        // Appended to, so a restarted process keeps its predecessor's log.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("opening {}", log_path.display()))?;
         let child = tokio::process::Command::new(program)
             .args(args)
             .stdin(Stdio::null())
@@ -183,6 +187,11 @@ impl ChildProcess {
 
     /// SIGTERM, wait up to [`STOP_GRACE`], then SIGKILL.
     pub async fn stop(mut self) {
+        self.terminate().await;
+    }
+
+    /// [`ChildProcess::stop`] keeping the handle, so that it can be respawned.
+    async fn terminate(&mut self) {
         if let Some(pid) = self.child.id() {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid as i32),
@@ -197,6 +206,19 @@ impl ChildProcess {
             tracing::warn!(name = self.name, "did not stop after SIGTERM; killing");
         }
         let _ = self.child.kill().await;
+    }
+
+    /// Starts `program` again in this handle's place (same log file, appended to).
+    fn respawn(&mut self, program: &Path, args: &[String]) -> anyhow::Result<()> {
+        let next = Self::spawn(
+            self.name,
+            program,
+            args,
+            self.url.clone(),
+            self.log_path.clone(),
+        )?;
+        *self = next;
+        Ok(())
     }
 }
 
@@ -216,6 +238,10 @@ pub struct Stack {
     pub ops_addr: Option<SocketAddr>,
     dir: PathBuf,
     ca_path: PathBuf,
+    // What the agent was started with, for `restart_agent`.
+    agent_program: PathBuf,
+    agent_args: Vec<String>,
+    ready_client: HttpsClient,
 }
 
 impl Stack {
@@ -302,9 +328,10 @@ impl Stack {
             ops_addr = Some(addr);
         }
         args.extend(options.agent_args.iter().cloned());
+        let agent_program = bin_dir.join("gatehouse-agent");
         let mut agent = ChildProcess::spawn(
             "gatehouse-agent",
-            &bin_dir.join("gatehouse-agent"),
+            &agent_program,
             &args,
             format!("https://{agent_addr}"),
             dir.join("agent.log"),
@@ -322,7 +349,23 @@ impl Stack {
             ops_addr,
             dir,
             ca_path,
+            agent_program,
+            agent_args: args,
+            ready_client: client,
         })
+    }
+
+    /// Stops the agent (SIGTERM: it drains and makes its spool durable; SIGKILL after
+    /// [`STOP_GRACE`]) and starts it again with the same arguments and port, as a
+    /// DaemonSet rollout does. Returns once the new agent answers.
+    pub async fn restart_agent(&mut self) -> anyhow::Result<()> {
+        self.agent.terminate().await;
+        let (program, args) = (self.agent_program.clone(), self.agent_args.clone());
+        self.agent.respawn(&program, &args)?;
+        wait_ready(&mut self.agent, &self.ready_client, "/version", |code| {
+            code == 401
+        })
+        .await
     }
 
     /// `https://127.0.0.1:PORT` of the agent.

@@ -161,7 +161,11 @@ impl Collector {
         let ops = free_loopback_addr()?;
         let d = pki.dir.path();
         let log = d.join(format!("collector-{}.log", ingest.port()));
-        let file = std::fs::File::create(&log)?;
+        // Appended to: a collector restarted on the same port keeps its predecessor's log.
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
         let child = tokio::process::Command::new(collector_bin()?)
             .arg(format!("--listen={ops}"))
             .arg(format!("--ingest-listen={ingest}"))
@@ -213,6 +217,13 @@ impl Collector {
     /// The collector's log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL (no drain, batches in flight are neither finished nor acked) and wait.
+    pub async fn kill(mut self) -> anyhow::Result<()> {
+        self.child.start_kill()?;
+        tokio::time::timeout(WAIT, self.child.wait()).await??;
+        Ok(())
     }
 
     /// SIGTERM and wait for the exit.
