@@ -1,0 +1,194 @@
+//! The real `gatehouse-collector` binary with the embedded store (`--store-dir`, no
+//! ClickHouse): batches shipped over the real ingest endpoint (mTLS, HTTP/2) are stored
+//! exactly once across a re-sent batch and across a SIGKILL and restart, and the rows are
+//! read back from the SQLite file through the store's query contract.
+//!
+//! Needs the binary: `cargo build -p gatehouse-collector --bins`.
+
+mod collector_support;
+
+use collector_support::{
+    Collector, IngestClient, Pki, api_event, batch, client_tls, session_event,
+};
+use gatehouse_collector::store::embedded::{EmbeddedStore, FILE_NAME};
+use gatehouse_collector::store::query::{AuditQuery, PageRequest, RequestFilter, SessionFilter};
+use gatehouse_common::audit::AuditEvent;
+use gatehouse_common::ingest::Ack;
+use gatehouse_tests::harness::ports::free_loopback_addr;
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+async fn agent_client(pki: &Pki, collector: &Collector) -> anyhow::Result<IngestClient> {
+    let cert = pki.agent("node-a")?;
+    IngestClient::connect(
+        collector.ingest,
+        client_tls(&pki.server_ca.cert_pem(), Some(&cert))?,
+    )
+    .await
+}
+
+/// Every stored API request and session event id with how often it is stored, read from
+/// the file by a second connection (WAL lets it read beside the running collector).
+async fn stored(dir: &Path) -> anyhow::Result<HashMap<String, u32>> {
+    let (store, _) = EmbeddedStore::open(dir, Duration::from_secs(10))?;
+    let mut counts = HashMap::new();
+    let mut page = PageRequest {
+        limit: 1000,
+        after: None,
+    };
+    loop {
+        let got = store.requests(&RequestFilter::default(), &page).await?;
+        for e in got.items {
+            *counts.entry(e.event_id).or_insert(0) += 1;
+        }
+        match got.next {
+            Some(next) => page.after = Some(next),
+            None => break,
+        }
+    }
+    let sessions = store
+        .sessions(&SessionFilter::default(), &PageRequest::default())
+        .await?;
+    for s in sessions.items {
+        *counts.entry(s.event_id).or_insert(0) += 1;
+    }
+    Ok(counts)
+}
+
+fn ids(events: &[AuditEvent]) -> Vec<String> {
+    events.iter().map(|e| e.event_id().to_string()).collect()
+}
+
+async fn ack(stream: &mut collector_support::IngestStream) -> anyhow::Result<Ack> {
+    stream
+        .next_ack()
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no ack"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resent_batches_add_no_rows_and_a_killed_collector_loses_nothing() -> anyhow::Result<()> {
+    let pki = Pki::new()?;
+    let data = tempfile::tempdir()?;
+    let store_dir = data.path().join("audit");
+    let ingest = free_loopback_addr()?;
+    let collector = Collector::start_embedded(&pki, &store_dir, ingest).await?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&store_dir)?.permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "store dir mode {mode:o}");
+    }
+    assert!(store_dir.join(FILE_NAME).is_file());
+
+    // 1. Two batches, acked with what was new.
+    let first: Vec<AuditEvent> = vec![api_event(1), api_event(2), session_event(), api_event(3)];
+    let mut client = agent_client(&pki, &collector).await?;
+    let mut stream = client.open().await?;
+    assert_eq!(stream.status, 200);
+    stream.send(&batch("node-a", 1, &first[..2])).await?;
+    stream.send(&batch("node-a", 2, &first[2..])).await?;
+    let (a, b) = (ack(&mut stream).await?, ack(&mut stream).await?);
+    assert_eq!((a.seq, a.committed, a.inserted), (1, true, 2), "{a:?}");
+    assert_eq!((b.seq, b.committed, b.inserted), (2, true, 2), "{b:?}");
+
+    // 2. A reconnecting agent re-sends everything (plus an id repeated in the batch).
+    let mut resend = first.clone();
+    resend.push(first[0].clone());
+    let mut client = agent_client(&pki, &collector).await?;
+    let mut stream = client.open().await?;
+    stream.send(&batch("node-a", 1, &resend)).await?;
+    let again = ack(&mut stream).await?;
+    assert_eq!((again.committed, again.inserted), (true, 0), "{again:?}");
+    let counts = stored(&store_dir).await?;
+    assert_eq!(counts.len(), 4, "{counts:?}");
+    assert!(counts.values().all(|&n| n == 1), "{counts:?}");
+
+    // 3. Mid-run SIGKILL: batches in flight, one acked before the kill at most. The agent
+    // keeps whatever it did not see acked and re-sends it to the restarted collector.
+    let second: Vec<AuditEvent> = (10..40).map(api_event).collect();
+    let mut stream = client.open().await?;
+    stream.send(&batch("node-a", 1, &second[..10])).await?;
+    let acked = ack(&mut stream).await?;
+    assert!(acked.committed, "{acked:?}");
+    stream.send(&batch("node-a", 2, &second[10..20])).await?;
+    stream.send(&batch("node-a", 3, &second[20..])).await?;
+    collector.kill().await?;
+    drop(stream);
+    drop(client);
+
+    let collector = Collector::start_embedded(&pki, &store_dir, ingest).await?;
+    let mut client = agent_client(&pki, &collector).await?;
+    let mut stream = client.open().await?;
+    // Unacked: batches 2 and 3 (they may or may not have committed before the kill).
+    stream.send(&batch("node-a", 1, &second[10..20])).await?;
+    stream.send(&batch("node-a", 2, &second[20..])).await?;
+    let (x, y) = (ack(&mut stream).await?, ack(&mut stream).await?);
+    assert!(x.committed && y.committed, "{x:?} {y:?}");
+    assert!(x.inserted <= 10 && y.inserted <= 20, "{x:?} {y:?}");
+    // What was acked before the kill is still there: re-sending it adds nothing.
+    stream.send(&batch("node-a", 3, &second[..10])).await?;
+    let old = ack(&mut stream).await?;
+    assert_eq!((old.committed, old.inserted), (true, 0), "{old:?}");
+    stream.finish();
+
+    let counts = stored(&store_dir).await?;
+    let mut want = ids(&first);
+    want.extend(ids(&second));
+    assert_eq!(counts.len(), want.len(), "{counts:?}");
+    for id in &want {
+        assert_eq!(
+            counts.get(id),
+            Some(&1),
+            "event {id} stored {:?} times",
+            counts.get(id)
+        );
+    }
+    collector.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_store_dirs_stop_the_start_with_a_clear_error() -> anyhow::Result<()> {
+    let pki = Pki::new()?;
+    let data = tempfile::tempdir()?;
+
+    // A file where the directory should be.
+    let file = data.path().join("not-a-dir");
+    std::fs::write(&file, "x")?;
+    let err = Collector::start_embedded(&pki, &file, free_loopback_addr()?)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains("collector exited") && err.contains("store directory"),
+        "{err}"
+    );
+
+    // A file that is not a database.
+    let foreign = data.path().join("foreign");
+    std::fs::create_dir(&foreign)?;
+    std::fs::write(
+        foreign.join(FILE_NAME),
+        "certainly not SQLite, but long enough to fill the hundred-byte header of one ......\n",
+    )?;
+    let err = Collector::start_embedded(&pki, &foreign, free_loopback_addr()?)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("is not an SQLite database"), "{err}");
+
+    // A schema from a newer collector.
+    let newer = data.path().join("newer");
+    drop(EmbeddedStore::open(&newer, Duration::from_secs(5))?);
+    rusqlite::Connection::open(newer.join(FILE_NAME))?.pragma_update(None, "user_version", 99)?;
+    let err = Collector::start_embedded(&pki, &newer, free_loopback_addr()?)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("schema version 99"), "{err}");
+    Ok(())
+}
