@@ -192,3 +192,78 @@ async fn bad_store_dirs_stop_the_start_with_a_clear_error() -> anyhow::Result<()
     assert!(err.contains("schema version 99"), "{err}");
     Ok(())
 }
+
+/// `cargo xtask dev --clickhouse off` runs `dev-stack --clickhouse off`: the stack's agent
+/// spools kubectl's requests and ships them to the collector's embedded store.
+#[tokio::test(flavor = "multi_thread")]
+async fn dev_stack_with_clickhouse_off_ships_audit_events_to_the_embedded_store()
+-> anyhow::Result<()> {
+    use gatehouse_tests::harness::kubectl::Kubectl;
+    use std::time::Instant;
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("dev");
+    let bin_dir = gatehouse_tests::harness::stack::find_bin_dir()?;
+    let stdout_path = dir.path().join("dev-stack.out");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_dev-stack"))
+        .arg(format!("--out-dir={}", out.display()))
+        .arg("--clickhouse=off")
+        .arg("--no-cgroups")
+        .env("GATEHOUSE_BIN_DIR", &bin_dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&stdout_path)?)
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !out.join("ready").exists() {
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("dev-stack exited ({status})");
+        }
+        anyhow::ensure!(Instant::now() < deadline, "dev-stack not ready in 60s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let banner = std::fs::read_to_string(&stdout_path)?;
+    let store_dir = out.join("audit");
+    let listed = Kubectl::v1_32(&out.join("kubeconfig"))?
+        .run(&["--context", "alice", "get", "pods", "-n", "dev"])
+        .await;
+
+    // The shipper sends within its batch interval; poll the file (bounded).
+    let filter = RequestFilter {
+        user: Some("alice".into()),
+        verb: Some("list".into()),
+        resource: Some("pods".into()),
+        namespace: Some("dev".into()),
+        ..RequestFilter::default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let found = loop {
+        let (store, _) = EmbeddedStore::open(&store_dir, Duration::from_secs(10))?;
+        let page = store.requests(&filter, &PageRequest::default()).await?;
+        if !page.items.is_empty() || Instant::now() > deadline {
+            break page.items;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    if let Some(pid) = child.id() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(pid)?),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    let stopped = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+    assert!(
+        banner.contains("audit store embedded SQLite"),
+        "the banner names the store:\n{banner}"
+    );
+    listed?.ok()?;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].node, "dev-node");
+    assert_eq!(found[0].status_code, 200);
+    assert!(
+        matches!(stopped, Ok(Ok(status)) if status.success()),
+        "{stopped:?}"
+    );
+    Ok(())
+}

@@ -52,6 +52,14 @@ pub enum EmbeddedError {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// The database file could not be created (permissions, a read-only file system).
+    #[error("cannot create {path} (is the directory writable by this user?): {source}")]
+    Create {
+        /// The database file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
     /// SQLite could not open or create the file (permissions, missing directory, ...).
     #[error("cannot open {path} (is the directory writable by this user?): {source}")]
     Open {
@@ -183,6 +191,25 @@ fn create_dir(dir: &Path) -> Result<(), EmbeddedError> {
     Ok(())
 }
 
+/// Creates `path` empty with mode 0600 unless it exists (an empty file is an empty
+/// database); SQLite gives its `-wal` and `-shm` files the database file's mode.
+fn create_private_file(path: &Path) -> Result<(), EmbeddedError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(EmbeddedError::Create {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
 impl EmbeddedStore {
     /// Opens (creating when missing) `dir/audit.sqlite3`, applies pending migrations, and
     /// refuses a foreign file or a newer schema. Blocking: call it before serving, or on
@@ -190,6 +217,7 @@ impl EmbeddedStore {
     pub fn open(dir: &Path, timeout: Duration) -> Result<(Self, OpenReport), EmbeddedError> {
         create_dir(dir)?;
         let path = dir.join(FILE_NAME);
+        create_private_file(&path)?;
         let mut writer = connect(&path)?;
         let (from_version, applied) = schema::migrate(&mut writer, &path)?;
         let reader = connect(&path)?;

@@ -285,6 +285,10 @@ fn migrates_an_empty_file_and_reopens_without_migrating() -> anyhow::Result<()> 
     drop(store);
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&sub)?.permissions().mode() & 0o777, 0o700);
+    assert_eq!(
+        std::fs::metadata(sub.join(FILE_NAME))?.permissions().mode() & 0o777,
+        0o600
+    );
     let (_, report) = EmbeddedStore::open(&sub, Duration::from_secs(1))?;
     assert_eq!(report.from_version, SCHEMA_VERSION);
     assert!(report.applied.is_empty());
