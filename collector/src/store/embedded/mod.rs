@@ -45,7 +45,7 @@ const PRUNE_CHUNK: i64 = 5_000;
 #[derive(Debug, thiserror::Error)]
 pub enum EmbeddedError {
     /// The store directory could not be created or is not a directory.
-    #[error("store directory {path}: {source}")]
+    #[error("store directory {path}")]
     Dir {
         /// The directory.
         path: PathBuf,
@@ -53,7 +53,7 @@ pub enum EmbeddedError {
         source: std::io::Error,
     },
     /// The database file could not be created (permissions, a read-only file system).
-    #[error("cannot create {path} (is the directory writable by this user?): {source}")]
+    #[error("cannot create {path} (is the directory writable by this user?)")]
     Create {
         /// The database file.
         path: PathBuf,
@@ -61,7 +61,7 @@ pub enum EmbeddedError {
         source: std::io::Error,
     },
     /// SQLite could not open or create the file (permissions, missing directory, ...).
-    #[error("cannot open {path} (is the directory writable by this user?): {source}")]
+    #[error("cannot open {path} (is the directory writable by this user?)")]
     Open {
         /// The database file.
         path: PathBuf,
