@@ -204,9 +204,12 @@ async fn open_store(args: &Args) -> anyhow::Result<Arc<dyn AuditStore>> {
         Ok(report) => tracing::info!(
             server_version = %report.server_version,
             applied = ?report.applied,
-            "audit store: clickhouse, schema current"
+            store = "clickhouse",
+            "audit store schema current"
         ),
-        Err(err) => tracing::warn!(error = %err, "audit store (clickhouse) not reachable yet"),
+        Err(err) => {
+            tracing::warn!(error = %err, store = "clickhouse", "audit store not reachable yet")
+        }
     }
     Ok(store)
 }
