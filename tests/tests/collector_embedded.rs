@@ -1,9 +1,11 @@
 //! The real `gatehouse-collector` binary with the embedded store (`--store-dir`, no
 //! ClickHouse): batches shipped over the real ingest endpoint (mTLS, HTTP/2) are stored
 //! exactly once across a re-sent batch and across a SIGKILL and restart, and the rows are
-//! read back from the SQLite file through the store's query contract.
+//! read back from the SQLite file through the store's query contract. The same with the
+//! real agent's spool + shipper, and `dev-stack --clickhouse off` (what `cargo xtask dev
+//! --clickhouse off` runs) end to end.
 //!
-//! Needs the binary: `cargo build -p gatehouse-collector --bins`.
+//! Needs the binaries: `cargo build -p gatehouse-agent -p gatehouse-collector --bins`.
 
 mod collector_support;
 
@@ -265,5 +267,115 @@ async fn dev_stack_with_clickhouse_off_ships_audit_events_to_the_embedded_store(
         matches!(stopped, Ok(Ok(status)) if status.success()),
         "{stopped:?}"
     );
+    Ok(())
+}
+
+/// The agent's own record of what it accepted: event id → count in its audit file.
+fn accepted(audit: &Path) -> anyhow::Result<HashMap<String, u32>> {
+    let text = std::fs::read_to_string(audit).unwrap_or_default();
+    let mut ids = HashMap::new();
+    for line in text.lines() {
+        let event: AuditEvent = serde_json::from_str(line)?;
+        *ids.entry(event.event_id().to_string()).or_insert(0) += 1;
+    }
+    Ok(ids)
+}
+
+/// Waits (bounded) until the store holds every event the agent accepted; returns both.
+async fn wait_until_stored(
+    store_dir: &Path,
+    audit: &Path,
+) -> anyhow::Result<(HashMap<String, u32>, HashMap<String, u32>)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let want = accepted(audit)?;
+        let have = stored(store_dir).await?;
+        if want.keys().all(|id| have.contains_key(id)) || tokio::time::Instant::now() > deadline {
+            return Ok((want, have));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The real agent (spool + shipper) in front of the emulator, shipping to the real
+/// collector with the embedded store: the collector is SIGKILLed right after a burst of
+/// requests (batches in flight or unsent), requests go on while it is down, and after the
+/// restart every accepted event is stored exactly once and the spool drains.
+#[tokio::test(flavor = "multi_thread")]
+async fn real_agent_re_sends_across_a_killed_collector_and_nothing_is_stored_twice()
+-> anyhow::Result<()> {
+    use gatehouse_tests::harness::kubectl::Kubectl;
+    use gatehouse_tests::harness::stack::{Stack, StackOptions};
+    const NODE: &str = "node-embedded";
+    let pki = Pki::new()?;
+    let (agent_cert, agent_key) = pki.agent(NODE)?.write(pki.dir.path(), "agent")?;
+    let collector_ca = pki.dir.path().join("collector-ca.crt");
+    pki.server_ca.write_cert(&collector_ca)?;
+    let data = tempfile::tempdir()?;
+    let store_dir = data.path().join("audit");
+    let ingest = free_loopback_addr()?;
+    let mut collector = Collector::start_embedded(&pki, &store_dir, ingest).await?;
+
+    let dir = tempfile::tempdir()?;
+    let audit = dir.path().join("audit.jsonl");
+    let mut options = StackOptions::new(dir.path());
+    options.agent_args = vec![
+        format!("--audit-log={}", audit.display()),
+        format!("--node-name={NODE}"),
+        format!("--spool-dir={}", dir.path().join("spool").display()),
+        format!("--collector-url=https://{ingest}"),
+        format!("--collector-ca-file={}", collector_ca.display()),
+        format!("--collector-client-cert={}", agent_cert.display()),
+        format!("--collector-client-key={}", agent_key.display()),
+        "--ship-batch-events=3".into(),
+        "--ship-backoff-max=1s".into(),
+    ];
+    let stack = Stack::start(options).await?;
+    let kubectl = Kubectl::v1_32(&stack.kubeconfig_for("alice")?)?;
+    let requests = |n: usize| {
+        let kubectl = &kubectl;
+        async move {
+            for _ in 0..n {
+                kubectl.run(&["get", "pods", "-n", "dev"]).await?.ok()?;
+            }
+            anyhow::Ok(())
+        }
+    };
+
+    requests(5).await?;
+    let (want, have) = wait_until_stored(&store_dir, &audit).await?;
+    assert!(!want.is_empty(), "the agent recorded nothing");
+    assert_eq!(have, want, "first phase: stored ≠ accepted");
+
+    requests(5).await?;
+    collector.kill().await?;
+    requests(5).await?;
+    collector = Collector::start_embedded(&pki, &store_dir, ingest).await?;
+    let (want, have) = wait_until_stored(&store_dir, &audit).await?;
+    assert!(want.values().all(|n| *n == 1), "the audit file repeats ids");
+    assert_eq!(have, want, "after a SIGKILL: stored ≠ accepted");
+
+    let ops = stack
+        .ops_addr
+        .ok_or_else(|| anyhow::anyhow!("the stack runs no ops listener"))?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, metrics) = collector_support::http_get(ops, "/metrics").await?;
+        let pending = collector_support::metric(&metrics, "gatehouse_agent_spool_pending_records");
+        if pending == Some(0.0) {
+            // The kill dropped the shipper's stream: it reconnected to the new collector.
+            let reconnects =
+                collector_support::metric(&metrics, "gatehouse_agent_ship_reconnects_total");
+            assert!(reconnects.is_some_and(|n| n >= 1.0), "{metrics}");
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "spool still holds {pending:?} records"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stack.shutdown().await;
+    collector.stop().await?;
     Ok(())
 }
