@@ -262,9 +262,11 @@ impl EmbeddedStore {
     /// Deletes rows older than `retention` (API requests by `time`, sessions by `started`);
     /// returns how many were deleted.
     pub async fn prune(&self, retention: Duration) -> Result<u64, StoreError> {
-        let cutoff = chrono::Utc::now()
-            - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
-        let cutoff = cutoff.timestamp_micros();
+        // A retention longer than chrono can count back keeps everything.
+        let cutoff = chrono::Duration::from_std(retention)
+            .ok()
+            .and_then(|keep| chrono::Utc::now().checked_sub_signed(keep))
+            .map_or(i64::MIN, |t| t.timestamp_micros());
         self.run(true, move |conn| {
             let mut deleted = 0u64;
             for (table, column) in [("api_requests", "time_us"), ("sessions", "started_us")] {
