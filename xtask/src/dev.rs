@@ -21,6 +21,29 @@ use crate::{
 /// The local stack's launcher, from the `gatehouse-tests` crate.
 const DEV_STACK: &str = "dev-stack";
 
+/// `cargo xtask dev --clickhouse`: which audit store the dev stack's collector uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClickHouseMode {
+    /// ClickHouse when `clickhouse-server` is installed, else the embedded store.
+    Auto,
+    /// A throwaway ClickHouse server (fails when it is not installed).
+    On,
+    /// The embedded SQLite store (no server needed).
+    Off,
+}
+
+impl ClickHouseMode {
+    /// dev-stack's flag for it.
+    pub fn arg(self) -> String {
+        let mode = match self {
+            Self::Auto => "auto",
+            Self::On => "on",
+            Self::Off => "off",
+        };
+        format!("--clickhouse={mode}")
+    }
+}
+
 /// dev-stack's flags for `--upstream-kubeconfig`/`--context` (relative paths are made
 /// absolute here, where the user typed them).
 pub fn upstream_args(kubeconfig: Option<&std::path::Path>, context: Option<&str>) -> Vec<String> {
@@ -180,5 +203,11 @@ mod tests {
             "{args:?}"
         );
         assert_eq!(args[1], "--context=staging");
+    }
+
+    #[test]
+    fn clickhouse_mode_reaches_dev_stack() {
+        assert_eq!(ClickHouseMode::Off.arg(), "--clickhouse=off");
+        assert_eq!(ClickHouseMode::Auto.arg(), "--clickhouse=auto");
     }
 }

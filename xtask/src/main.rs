@@ -78,7 +78,8 @@ enum Command {
     /// Setup, build everything, then run the local stack (`dev-stack`) until Ctrl-C.
     ///
     /// `--upstream-kubeconfig PATH [--context C]` puts a real cluster behind the agent
-    /// instead of the emulator. Arguments after `--` go to dev-stack as they are.
+    /// instead of the emulator. `--clickhouse auto|on|off` picks the collector's audit store
+    /// (the agent ships its spool to it). Arguments after `--` go to dev-stack as they are.
     /// dev-stack finds the built binaries through GATEHOUSE_BIN_DIR.
     Dev {
         // --- upstream kubeconfig ---
@@ -89,6 +90,12 @@ enum Command {
         /// Context of --upstream-kubeconfig (default: its current-context).
         #[arg(long, value_name = "NAME", requires = "upstream_kubeconfig")]
         context: Option<String>,
+        // --- audit store ---
+        /// The collector's audit store: `on` = a throwaway ClickHouse server, `off` = the
+        /// embedded SQLite store in target/dev/audit, `auto` = ClickHouse when
+        /// clickhouse-server is installed, else embedded.
+        #[arg(long, value_enum, default_value_t = dev::ClickHouseMode::Auto)]
+        clickhouse: dev::ClickHouseMode,
         /// Arguments for dev-stack.
         #[arg(last = true, value_name = "DEV_STACK_ARGS")]
         args: Vec<String>,
@@ -146,9 +153,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dev {
             upstream_kubeconfig,
             context,
+            clickhouse,
             args,
         } => {
             let mut all = dev::upstream_args(upstream_kubeconfig.as_deref(), context.as_deref());
+            all.push(clickhouse.arg());
             all.extend(args);
             return dev::run(&paths, &all);
         }

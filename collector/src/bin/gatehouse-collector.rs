@@ -8,6 +8,7 @@ use gatehouse_collector::ingest::{self, IngestConfig, IngestState};
 use gatehouse_collector::metrics::IngestMetrics;
 use gatehouse_collector::store::AuditStore;
 use gatehouse_collector::store::clickhouse::{ClickHouseConfig, ClickHouseStore};
+use gatehouse_collector::store::embedded::EmbeddedStore;
 use gatehouse_collector::store::schema::SchemaSettings;
 use gatehouse_collector::telemetry::{self, LogFormat};
 use gatehouse_collector::{server, shutdown};
@@ -22,8 +23,10 @@ use std::time::Duration;
 /// Serves health checks (/healthz, /readyz) and Prometheus metrics (/metrics) over plain
 /// HTTP on --listen (keep it on loopback or behind a TLS-terminating proxy), and, with
 /// --ingest-listen, the agents' ingest endpoint (TLS, HTTP/2, POST /v1/ingest) that commits
-/// audit events to ClickHouse. The ClickHouse password comes from --clickhouse-password-file
-/// or the GATEHOUSE_CLICKHOUSE_PASSWORD environment variable and is never logged.
+/// audit events to ClickHouse (--clickhouse-url) or, without it, to an embedded SQLite
+/// database under --store-dir (one collector only). The ClickHouse password comes from
+/// --clickhouse-password-file or the GATEHOUSE_CLICKHOUSE_PASSWORD environment variable and
+/// is never logged.
 #[derive(Debug, Parser)]
 #[command(name = "gatehouse-collector", version, about, long_about)]
 struct Args {
@@ -45,7 +48,8 @@ struct Args {
 
     // --- ingest + ClickHouse store ---
     /// Address of the agent ingest listener (TLS, HTTP/2 only). Requires --tls-cert-file,
-    /// --tls-key-file, --agent-ca-file and --clickhouse-url.
+    /// --tls-key-file and --agent-ca-file (or --token-review-url); events go to
+    /// --clickhouse-url if given, else to the embedded store in --store-dir.
     #[arg(long, env = "GATEHOUSE_COLLECTOR_INGEST_LISTEN")]
     ingest_listen: Option<SocketAddr>,
 
@@ -62,9 +66,22 @@ struct Args {
     #[arg(long, requires = "ingest_listen")]
     agent_ca_file: Option<PathBuf>,
 
-    /// ClickHouse HTTP interface, e.g. http://127.0.0.1:8123.
+    /// ClickHouse HTTP interface, e.g. http://127.0.0.1:8123. Without it the collector
+    /// stores audit events in the embedded store (--store-dir).
     #[arg(long, env = "GATEHOUSE_CLICKHOUSE_URL")]
     clickhouse_url: Option<String>,
+
+    /// Directory of the embedded audit store (SQLite file `audit.sqlite3`, created with
+    /// mode 0700), used when --clickhouse-url is absent. One collector per directory:
+    /// the embedded store is for single-node installs and the dev stack.
+    #[arg(
+        long,
+        env = "GATEHOUSE_STORE_DIR",
+        value_name = "DIR",
+        default_value = DEFAULT_STORE_DIR,
+        conflicts_with = "clickhouse_url"
+    )]
+    store_dir: PathBuf,
 
     /// ClickHouse database for the audit tables (created when missing).
     #[arg(
@@ -83,8 +100,9 @@ struct Args {
     #[arg(long)]
     clickhouse_password_file: Option<PathBuf>,
 
-    /// Days audit rows are kept (TTL) on ClickHouse servers that support TTL (at most
-    /// 25000: the TTL is a DateTime, which ends in 2106).
+    /// Days audit rows are kept: a TTL on ClickHouse servers that support TTL (at most
+    /// 25000: the TTL is a DateTime, which ends in 2106); the embedded store deletes older
+    /// rows at start-up and every hour.
     #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u32).range(1..=25_000))]
     retention_days: u32,
 
@@ -118,6 +136,12 @@ struct Args {
     max_in_flight: u64,
 }
 
+/// Where the embedded store lives unless --store-dir says otherwise.
+const DEFAULT_STORE_DIR: &str = "/var/lib/gatehouse/audit";
+
+/// How often the embedded store deletes rows past --retention-days.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
 fn password(args: &Args) -> anyhow::Result<Option<String>> {
     if let Some(path) = &args.clickhouse_password_file {
         let text = std::fs::read_to_string(path)
@@ -141,6 +165,53 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The ClickHouse store when --clickhouse-url is set, else the embedded one.
+async fn open_store(args: &Args) -> anyhow::Result<Arc<dyn AuditStore>> {
+    let timeout = Duration::from_secs(args.store_timeout_secs);
+    let retention = Duration::from_secs(u64::from(args.retention_days) * 86_400);
+    let Some(url) = &args.clickhouse_url else {
+        // Unlike ClickHouse, a local file that cannot be opened will not fix itself:
+        // refuse to start rather than accept batches that can never be committed.
+        let dir = args.store_dir.clone();
+        let (store, report) =
+            tokio::task::spawn_blocking(move || EmbeddedStore::open(&dir, timeout))
+                .await
+                .context("opening the embedded store")?
+                .context("embedded audit store (--store-dir)")?;
+        tracing::info!(
+            path = %report.path.display(),
+            from_version = report.from_version,
+            applied = ?report.applied,
+            "audit store: embedded (SQLite)"
+        );
+        let store = Arc::new(store);
+        tokio::spawn(store.clone().prune_periodically(retention, PRUNE_EVERY));
+        return Ok(store);
+    };
+    let mut store_config = ClickHouseConfig::new(url.clone(), &args.clickhouse_database);
+    store_config.user = args.clickhouse_user.clone();
+    store_config.password = password(args)?;
+    store_config.timeout = timeout;
+    store_config.schema = SchemaSettings {
+        retention_days: args.retention_days,
+    };
+    let store = Arc::new(ClickHouseStore::new(store_config));
+    // Down at start-up is not fatal: the store connects on the first batch, and until
+    // then batches are answered committed:false and stay in agent spools.
+    match store.migrate().await {
+        Ok(report) => tracing::info!(
+            server_version = %report.server_version,
+            applied = ?report.applied,
+            store = "clickhouse",
+            "audit store schema current"
+        ),
+        Err(err) => {
+            tracing::warn!(error = %err, store = "clickhouse", "audit store not reachable yet")
+        }
+    }
+    Ok(store)
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -172,9 +243,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
                      --token-review-url (agent service-account tokens)"
                 );
             }
-            let Some(url) = &args.clickhouse_url else {
-                anyhow::bail!("--ingest-listen needs --clickhouse-url (no embedded store yet)");
-            };
             let tls = ingest::tls::server_config(cert, key, args.agent_ca_file.as_deref())
                 .context("ingest TLS settings")?;
             let token_reviewer = match (
@@ -194,24 +262,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 ),
                 _ => None,
             };
-            let mut store_config = ClickHouseConfig::new(url.clone(), &args.clickhouse_database);
-            store_config.user = args.clickhouse_user.clone();
-            store_config.password = password(&args)?;
-            store_config.timeout = Duration::from_secs(args.store_timeout_secs);
-            store_config.schema = SchemaSettings {
-                retention_days: args.retention_days,
-            };
-            let store = Arc::new(ClickHouseStore::new(store_config));
-            // Down at start-up is not fatal: the store connects on the first batch, and
-            // until then batches are answered committed:false and stay in agent spools.
-            match store.migrate().await {
-                Ok(report) => tracing::info!(
-                    server_version = %report.server_version,
-                    applied = ?report.applied,
-                    "audit store schema current"
-                ),
-                Err(err) => tracing::warn!(error = %err, "audit store not reachable yet"),
-            }
+            let store = open_store(&args).await?;
             let ready = Arc::new(AtomicBool::new(false));
             store_ready = Some(ready.clone());
             let probe = store.clone();
@@ -223,7 +274,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     tokio::time::sleep(Duration::from_secs(5)).await;
                 }
             });
-            let store: Arc<dyn AuditStore> = store;
             let state = Arc::new(IngestState {
                 store,
                 metrics: IngestMetrics::register(&mut registry),

@@ -2,10 +2,12 @@
 //!
 //! [`AuditStore`] is what the ingest endpoint needs: insert a batch idempotently by
 //! `event_id` (a re-sent batch adds no rows) and report health. [`clickhouse`] is the real
-//! store; [`memory`] is an in-process one for tests of the ingest path. [`query`] is what
+//! store; [`embedded`] is SQLite on local disk for a collector without ClickHouse;
+//! [`memory`] is an in-process one for tests of the ingest path. [`query`] is what
 //! the query API asks of a store.
 
 pub mod clickhouse;
+pub mod embedded;
 pub mod memory;
 pub mod query;
 pub mod rows;
@@ -29,6 +31,9 @@ pub enum StoreError {
     /// ClickHouse answered with an error or could not be reached.
     #[error("clickhouse: {0}")]
     ClickHouse(#[from] ::clickhouse::error::Error),
+    /// The embedded (SQLite) store failed.
+    #[error("embedded store: {0}")]
+    Embedded(#[from] embedded::EmbeddedError),
     /// The store did not answer in time.
     #[error("store did not answer within {0:?}")]
     Timeout(std::time::Duration),

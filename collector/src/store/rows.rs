@@ -44,7 +44,8 @@ impl Serialize for ChTime {
     }
 }
 
-fn enum_name<T: Serialize>(value: &T) -> String {
+/// The serde (wire) name of a unit enum variant, e.g. `port_forward`.
+pub(crate) fn enum_name<T: Serialize>(value: &T) -> String {
     match serde_json::to_value(value) {
         Ok(serde_json::Value::String(s)) => s,
         _ => String::new(),

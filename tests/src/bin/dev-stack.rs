@@ -16,12 +16,19 @@
 //! `deploy/agent-impersonation-rbac.yaml`; the dev users' groups get what the cluster's
 //! own RBAC grants them.
 //!
+//! The agent spools its audit events and ships them (mTLS) to the collector's ingest
+//! listener. `--clickhouse auto|on|off` picks the collector's store: a throwaway
+//! ClickHouse server (its data is gone when the stack stops) or the embedded SQLite store
+//! in `<out-dir>/audit/audit.sqlite3` (kept across runs). `auto` (default) uses ClickHouse
+//! when `clickhouse-server` is installed.
+//!
 //! Ctrl-C or SIGTERM stops everything, removes `ready` and exits 0.
 
 use anyhow::Context;
 use clap::Parser;
+use gatehouse_tests::clickhouse::ClickHouse;
 use gatehouse_tests::harness::kubeconfig;
-use gatehouse_tests::harness::stack::{Stack, StackOptions};
+use gatehouse_tests::harness::stack::{AuditStore, Stack, StackOptions};
 use gatehouse_tests::oidc::DEV_PASSWORD;
 use std::path::{Path, PathBuf};
 
@@ -45,10 +52,53 @@ struct Args {
     #[arg(long, value_name = "NAME", requires = "upstream_kubeconfig")]
     context: Option<String>,
 
+    /// The collector's audit store: `on` = a throwaway ClickHouse server (needs
+    /// clickhouse-server, see `cargo xtask setup`), `off` = the embedded SQLite store in
+    /// <out-dir>/audit, `auto` = ClickHouse when clickhouse-server is installed.
+    #[arg(long, value_enum, default_value_t = ClickHouseMode::Auto)]
+    clickhouse: ClickHouseMode,
+
     /// Run the emulator's pod processes without cgroups, even as root (lets a second
     /// dev stack, e.g. a test's, run beside one that uses them).
     #[arg(long)]
     no_cgroups: bool,
+}
+
+/// `--clickhouse`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ClickHouseMode {
+    /// ClickHouse when clickhouse-server is installed, else the embedded store.
+    Auto,
+    /// ClickHouse (fails when clickhouse-server is missing).
+    On,
+    /// The embedded SQLite store.
+    Off,
+}
+
+/// The store for `mode`, and the ClickHouse server to keep running for it.
+fn audit_store(
+    mode: ClickHouseMode,
+    out_dir: &Path,
+) -> anyhow::Result<(AuditStore, Option<ClickHouse>)> {
+    let installed = Path::new(gatehouse_tests::clickhouse::SERVER_BIN).exists();
+    let use_clickhouse = match mode {
+        ClickHouseMode::Off => false,
+        ClickHouseMode::Auto => installed,
+        ClickHouseMode::On if installed => true,
+        ClickHouseMode::On => anyhow::bail!(
+            "--clickhouse on: {} is not installed (run `cargo xtask setup`, or use \
+             --clickhouse off for the embedded store)",
+            gatehouse_tests::clickhouse::SERVER_BIN
+        ),
+    };
+    if !use_clickhouse {
+        let dir = out_dir.join("audit");
+        return Ok((AuditStore::Embedded { dir }, None));
+    }
+    let ch = ClickHouse::launch()
+        .context("starting ClickHouse")?
+        .ok_or_else(|| anyhow::anyhow!("clickhouse-server is not installed"))?;
+    Ok((AuditStore::ClickHouse { url: ch.url() }, Some(ch)))
 }
 
 fn default_out_dir() -> PathBuf {
@@ -88,7 +138,10 @@ async fn main() -> anyhow::Result<()> {
     let ready = out_dir.join("ready");
     let _ = std::fs::remove_file(&ready);
 
+    let (store, clickhouse) = audit_store(args.clickhouse, &out_dir)?;
+    eprintln!("dev-stack: audit store: {store}");
     let mut options = StackOptions::new(&out_dir);
+    options.audit_store = Some(store);
     options.cgroup_root = if args.no_cgroups { None } else { cgroup_root() };
     options.upstream_kubeconfig = upstream.clone();
     options.upstream_context = args.context.clone();
@@ -122,6 +175,8 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("dev-stack: stopping…");
     let _ = std::fs::remove_file(&ready);
     stack.shutdown().await;
+    // After the collector: ClickHouse stops (and its throwaway data goes) last.
+    drop(clickhouse);
     eprintln!("dev-stack: stopped");
     Ok(())
 }
@@ -172,11 +227,24 @@ fn env_file(stack: &Stack, kubeconfig: &Path, upstream: Option<&Upstream>) -> St
     )
 }
 
+/// The banner's audit store line (with how to look at the embedded one).
+fn store_line(stack: &Stack) -> String {
+    match &stack.audit_store {
+        None => "none".into(),
+        // The collector's file name inside --store-dir.
+        Some(AuditStore::Embedded { dir }) => {
+            format!("embedded SQLite (sqlite3 {}/audit.sqlite3)", dir.display())
+        }
+        Some(store) => store.to_string(),
+    }
+}
+
 fn print_upstream_banner(stack: &Stack, kubeconfig: &Path, out_dir: &Path, upstream: &Upstream) {
     println!(
         "\nGatehouse dev stack is up, in front of a real cluster.\n\n\
          \x20 agent       {agent}   (log: {dir}/agent.log)\n\
          \x20 collector   {collector}   (log: {dir}/collector.log)\n\
+         \x20 audit store {store}\n\
          \x20 upstream    {upstream}\n\
          \x20 OIDC issuer {issuer}\n\n\
          The agent forwards as that context's user, impersonating alice (group engineers),\n\
@@ -189,6 +257,7 @@ fn print_upstream_banner(stack: &Stack, kubeconfig: &Path, out_dir: &Path, upstr
          Ctrl-C stops everything.",
         agent = stack.agent_url(),
         collector = stack.collector_url(),
+        store = store_line(stack),
         upstream = upstream.describe(),
         issuer = stack.issuer.issuer_url(),
         kubeconfig = kubeconfig.display(),
@@ -201,6 +270,7 @@ fn print_banner(stack: &Stack, kubeconfig: &Path, out_dir: &Path) {
         "\nGatehouse dev stack is up.\n\n\
          \x20 agent       {agent}   (log: {dir}/agent.log)\n\
          \x20 collector   {collector}   (log: {dir}/collector.log)\n\
+         \x20 audit store {store}\n\
          \x20 emulator    {emulator}\n\
          \x20 OIDC issuer {issuer}\n\n\
          \x20 export KUBECONFIG={kubeconfig}\n\
@@ -213,6 +283,7 @@ fn print_banner(stack: &Stack, kubeconfig: &Path, out_dir: &Path) {
          Ctrl-C stops everything.",
         agent = stack.agent_url(),
         collector = stack.collector_url(),
+        store = store_line(stack),
         emulator = stack.emulator.url(),
         issuer = stack.issuer.issuer_url(),
         kubeconfig = kubeconfig.display(),

@@ -56,6 +56,38 @@ pub struct StackOptions {
     pub upstream_kubeconfig: Option<PathBuf>,
     /// Context of `upstream_kubeconfig` (default: its current-context).
     pub upstream_context: Option<String>,
+    // --- audit store ---
+    /// Where the collector stores audit events; `Some` turns on the collector's ingest
+    /// listener and the agent's spool + shipper (mTLS, node name [`DEV_NODE`]). `None`:
+    /// a collector without ingest, the agent keeps no spool (callers wire their own).
+    pub audit_store: Option<AuditStore>,
+}
+
+/// The node name of the stack's agent (its client certificate's CN) when it ships.
+pub const DEV_NODE: &str = "dev-node";
+
+/// The collector's audit store in a stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditStore {
+    /// ClickHouse at this HTTP URL.
+    ClickHouse {
+        /// e.g. `http://127.0.0.1:8123`.
+        url: String,
+    },
+    /// The embedded SQLite store in this directory.
+    Embedded {
+        /// `--store-dir`.
+        dir: PathBuf,
+    },
+}
+
+impl std::fmt::Display for AuditStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ClickHouse { url } => write!(f, "ClickHouse at {url}"),
+            Self::Embedded { dir } => write!(f, "embedded SQLite in {}", dir.display()),
+        }
+    }
 }
 
 impl StackOptions {
@@ -70,6 +102,7 @@ impl StackOptions {
             agent_args: Vec::new(),
             upstream_kubeconfig: None,
             upstream_context: None,
+            audit_store: None,
         }
     }
 }
@@ -236,6 +269,10 @@ pub struct Stack {
     /// The agent's ops listener (`/healthz`, `/readyz`, `/metrics`), unless the caller set
     /// `--ops-listen` itself.
     pub ops_addr: Option<SocketAddr>,
+    /// The collector's ingest listener, when the stack has an audit store.
+    pub ingest_addr: Option<SocketAddr>,
+    /// The collector's audit store, if any.
+    pub audit_store: Option<AuditStore>,
     dir: PathBuf,
     ca_path: PathBuf,
     // What the agent was started with, for `restart_agent`.
@@ -281,10 +318,46 @@ impl Stack {
         write_private(&agent_token, &emulator.agent_token())?;
 
         let collector_addr = free_loopback_addr()?;
+        let mut collector_args = vec![format!("--listen={collector_addr}")];
+        // --- audit store ---
+        // The dev CA issues the collector's serving certificate and the agent's client
+        // certificate, and is the CA each side checks the other with.
+        let mut ship_args = Vec::new();
+        let mut ingest_addr = None;
+        if let Some(store) = &options.audit_store {
+            let ingest = free_loopback_addr()?;
+            ingest_addr = Some(ingest);
+            let (cert, key) = ca
+                .issue_server("gatehouse-collector", &[])?
+                .write(&pki, "collector")?;
+            let (client_cert, client_key) = ca.issue_client(DEV_NODE, &[])?.write(&pki, "ship")?;
+            collector_args.extend([
+                format!("--ingest-listen={ingest}"),
+                format!("--tls-cert-file={}", cert.display()),
+                format!("--tls-key-file={}", key.display()),
+                format!("--agent-ca-file={}", ca_path.display()),
+            ]);
+            match store {
+                AuditStore::ClickHouse { url } => {
+                    collector_args.push(format!("--clickhouse-url={url}"));
+                }
+                AuditStore::Embedded { dir } => {
+                    collector_args.push(format!("--store-dir={}", dir.display()));
+                }
+            }
+            ship_args.extend([
+                format!("--node-name={DEV_NODE}"),
+                format!("--spool-dir={}", dir.join("spool").display()),
+                format!("--collector-url=https://{ingest}"),
+                format!("--collector-ca-file={}", ca_path.display()),
+                format!("--collector-client-cert={}", client_cert.display()),
+                format!("--collector-client-key={}", client_key.display()),
+            ]);
+        }
         let mut collector = ChildProcess::spawn(
             "gatehouse-collector",
             &bin_dir.join("gatehouse-collector"),
-            &[format!("--listen={collector_addr}")],
+            &collector_args,
             format!("http://{collector_addr}"),
             dir.join("collector.log"),
         )?;
@@ -315,6 +388,7 @@ impl Stack {
             format!("--oidc-client-id={}", issuer.client_id()),
             "--drain-timeout=2s".into(),
         ]);
+        args.extend(ship_args);
         // Parallel stacks must not fight over the default ops port: each gets its own,
         // unless the caller chose one.
         let mut ops_addr = None;
@@ -347,6 +421,8 @@ impl Stack {
             collector,
             agent,
             ops_addr,
+            ingest_addr,
+            audit_store: options.audit_store.clone(),
             dir,
             ca_path,
             agent_program,

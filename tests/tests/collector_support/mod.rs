@@ -158,10 +158,33 @@ impl Collector {
         ingest: SocketAddr,
         extra: &[String],
     ) -> anyhow::Result<Self> {
+        let mut args = vec![
+            format!("--clickhouse-url={url}"),
+            format!("--clickhouse-database={database}"),
+        ];
+        args.extend(extra.iter().cloned());
+        Self::spawn(pki, ingest, &args).await
+    }
+
+    /// The collector with the embedded store in `store_dir`, ingest on `ingest`.
+    pub async fn start_embedded(
+        pki: &Pki,
+        store_dir: &std::path::Path,
+        ingest: SocketAddr,
+    ) -> anyhow::Result<Self> {
+        let args = [
+            format!("--store-dir={}", store_dir.display()),
+            // The test events are from 2025; the start-up prune must keep them.
+            "--retention-days=25000".to_string(),
+        ];
+        Self::spawn(pki, ingest, &args).await
+    }
+
+    async fn spawn(pki: &Pki, ingest: SocketAddr, store_args: &[String]) -> anyhow::Result<Self> {
         let ops = free_loopback_addr()?;
         let d = pki.dir.path();
+        // A restarted collector appends to the same log (its first run's lines stay).
         let log = d.join(format!("collector-{}.log", ingest.port()));
-        // Appended to: a collector restarted on the same port keeps its predecessor's log.
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -181,11 +204,9 @@ impl Collector {
                 "--agent-ca-file={}",
                 d.join("agent-ca.crt").display()
             ))
-            .arg(format!("--clickhouse-url={url}"))
-            .arg(format!("--clickhouse-database={database}"))
+            .args(store_args)
             .arg("--store-timeout-secs=10")
             .arg("--max-in-flight=2")
-            .args(extra)
             .stdin(std::process::Stdio::null())
             .stdout(file.try_clone()?)
             .stderr(file)
@@ -219,7 +240,7 @@ impl Collector {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// SIGKILL (no drain, batches in flight are neither finished nor acked) and wait.
+    /// SIGKILL (no shutdown path runs) and wait for the exit.
     pub async fn kill(mut self) -> anyhow::Result<()> {
         self.child.start_kill()?;
         tokio::time::timeout(WAIT, self.child.wait()).await??;
