@@ -37,14 +37,14 @@ fn request(n: u32) -> ApiRequestEvent {
     // Three events per second: on 18.16 (whole seconds) the event_id orders them.
     let time = chrono::DateTime::from_timestamp(1_760_000_000 + i64::from(n / 3), 250_000_000)
         .unwrap_or_default();
-    let delete = n % 10 == 0;
+    let delete = n.is_multiple_of(10);
     ApiRequestEvent {
         event_id: format!("ev-{n:05}-{}", uuid::Uuid::new_v4()),
         request_id: uuid::Uuid::new_v4().to_string(),
         time,
         cluster: "test".into(),
         node: "node-a".into(),
-        user: if n % 2 == 0 { "alice" } else { "bob" }.into(),
+        user: if n.is_multiple_of(2) { "alice" } else { "bob" }.into(),
         groups: vec!["dev".into()],
         method: if delete { "DELETE" } else { "GET" }.into(),
         verb: if delete { "delete" } else { "get" }.into(),
@@ -234,6 +234,23 @@ async fn cli(home: &Path, args: &[&str]) -> anyhow::Result<(bool, String, String
         String::from_utf8(out.stdout)?,
         String::from_utf8(out.stderr)?,
     ))
+}
+
+/// The ```sql blocks of the README's "Reading the audit trail" section.
+fn readme_sql() -> anyhow::Result<Vec<String>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let text = std::fs::read_to_string(path)?;
+    let start = text
+        .find("### Reading the audit trail")
+        .ok_or_else(|| anyhow::anyhow!("README has no audit-trail section"))?;
+    let section = &text[start..];
+    let end = section[4..].find("\n### ").map_or(section.len(), |i| i + 4);
+    Ok(section[..end]
+        .split("```sql\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .map(|b| b.trim().to_string())
+        .collect())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -590,6 +607,14 @@ async fn query_api_and_cli_read_the_audit_trail() -> anyhow::Result<()> {
     )
     .await?;
     assert!(!ok && err.contains("403"), "{err}");
+
+    // --- the README's ready-made SQL runs on 18.16 and finds the test's events ---
+    let blocks = readme_sql()?;
+    assert_eq!(blocks.len(), 5, "README investigations");
+    for sql in &blocks {
+        let out = ch.query(sql)?;
+        assert!(!out.trim().is_empty(), "no rows for README query:\n{sql}");
+    }
 
     // --- who queried what is logged, tokens never ---
     let log = collector.log_text();
