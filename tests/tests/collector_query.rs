@@ -599,6 +599,47 @@ async fn query_api_and_cli_read_the_audit_trail() -> anyhow::Result<()> {
     .await?;
     assert!(!ok && err.contains("400") && err.contains("since"), "{err}");
 
+    // The `gatehouse login` cache instead of --token-file.
+    gatehouse_collector::cli::cache::TokenCache::new(home.path().join("cache/gatehouse")).store(
+        &gatehouse_collector::cli::cache::CachedTokens {
+            issuer: issuer.issuer_url().to_string(),
+            client_id: issuer.client_id().to_string(),
+            id_token: sam.clone(),
+            expires_at: chrono::Utc::now() + chrono::Duration::minutes(9),
+            refresh_token: None,
+        },
+    )?;
+    let (ok, out, err) = cli(
+        home.path(),
+        &[
+            "sessions",
+            "show",
+            SESSION_ID,
+            "--collector-url",
+            &url,
+            "--ca-file",
+            &ca,
+            "--issuer-url",
+            issuer.issuer_url(),
+            "--client-id",
+            issuer.client_id(),
+            "--issuer-ca-file",
+            &ca,
+            "--output",
+            "json",
+        ],
+    )
+    .await?;
+    assert!(ok, "{err}");
+    let detail: Value = serde_json::from_str(&out)?;
+    assert_eq!(detail["session"]["session_id"], SESSION_ID);
+    let (ok, _, err) = cli(
+        home.path(),
+        &["audit", "search", "--collector-url", &url, "--ca-file", &ca],
+    )
+    .await?;
+    assert!(!ok && err.contains("--token-file"), "{err}");
+
     std::fs::write(&token_file, &dan)?;
     let args = run(&["sessions", "show", SESSION_ID]);
     let (ok, _, err) = cli(
