@@ -412,3 +412,6 @@ pub async fn handle<B>(state: &Arc<ApiState>, req: Request<B>) -> Response<ApiBo
         Err(err) => store_failed(&err),
     }
 }
+
+#[cfg(test)]
+mod tests;
