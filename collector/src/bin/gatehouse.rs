@@ -101,8 +101,8 @@ struct QueryArgs {
     /// PEM CA of the collector's certificate (default: the Mozilla roots).
     #[arg(long, env = "GATEHOUSE_COLLECTOR_CA_FILE")]
     ca_file: Option<std::path::PathBuf>,
-    /// File holding an ID token to send (instead of the `gatehouse login` cache).
-    #[arg(long, conflicts_with = "issuer_url")]
+    /// File holding an ID token to send (wins over the `gatehouse login` cache).
+    #[arg(long)]
     token_file: Option<std::path::PathBuf>,
     /// Issuer whose cached ID token (from `gatehouse login`) is sent; renewed when needed.
     #[arg(long, visible_alias = "issuer", env = "GATEHOUSE_ISSUER_URL")]
