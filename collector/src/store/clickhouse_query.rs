@@ -21,8 +21,8 @@ use futures_util::future::BoxFuture;
 use gatehouse_common::audit::{ApiRequestEvent, ExecParams, SessionEndEvent};
 use serde::Deserialize;
 
-/// Most API calls returned with one session (an exec session has a handful).
-const SESSION_REQUESTS_MAX: u32 = 10_000;
+/// Most API calls returned with one session (an exec session has one: its upgrade).
+const SESSION_REQUESTS_MAX: u32 = super::query::MAX_PAGE;
 
 /// One bound value of a query.
 #[derive(Debug, Clone)]
@@ -452,20 +452,17 @@ impl ClickHouseStore {
         else {
             return Ok(None);
         };
-        let sql = format!(
-            "SELECT {cols} FROM api_requests FINAL WHERE session_id = ? \
-             ORDER BY time ASC, event_id ASC LIMIT {SESSION_REQUESTS_MAX}",
-            cols = request_columns(t)
-        );
-        let requests = ready
-            .client
-            .query(&sql)
-            .bind(session_id)
-            .fetch_all::<RequestRead>()
-            .await?
-            .into_iter()
-            .map(ApiRequestEvent::from)
-            .collect();
+        // Its calls through the requests page (cheap key step first), oldest first.
+        let filter = RequestFilter {
+            session_id: Some(session_id.to_string()),
+            ..RequestFilter::default()
+        };
+        let page = PageRequest {
+            limit: SESSION_REQUESTS_MAX,
+            after: None,
+        };
+        let mut requests = self.query_requests(&filter, &page).await?.items;
+        requests.reverse();
         Ok(Some(SessionDetail {
             session: row.into(),
             requests,
