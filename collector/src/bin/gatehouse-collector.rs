@@ -9,9 +9,12 @@ use gatehouse_collector::metrics::IngestMetrics;
 use gatehouse_collector::store::AuditStore;
 use gatehouse_collector::store::clickhouse::{ClickHouseConfig, ClickHouseStore};
 use gatehouse_collector::store::embedded::EmbeddedStore;
+use gatehouse_collector::store::query::AuditQuery;
 use gatehouse_collector::store::schema::SchemaSettings;
 use gatehouse_collector::telemetry::{self, LogFormat};
-use gatehouse_collector::{server, shutdown};
+use gatehouse_collector::{query_api, server, shutdown};
+use gatehouse_common::oidc::jwks::KeyStore;
+use gatehouse_common::oidc::{Authenticator, OidcConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,9 +27,10 @@ use std::time::Duration;
 /// HTTP on --listen (keep it on loopback or behind a TLS-terminating proxy), and, with
 /// --ingest-listen, the agents' ingest endpoint (TLS, HTTP/2, POST /v1/ingest) that commits
 /// audit events to ClickHouse (--clickhouse-url) or, without it, to an embedded SQLite
-/// database under --store-dir (one collector only). The ClickHouse password comes from
-/// --clickhouse-password-file or the GATEHOUSE_CLICKHOUSE_PASSWORD environment variable and
-/// is never logged.
+/// database under --store-dir (one collector only); with --api-listen, the security team's
+/// audit query API (TLS, OIDC ID tokens, --query-groups only) over the same store. The
+/// ClickHouse password comes from --clickhouse-password-file or the
+/// GATEHOUSE_CLICKHOUSE_PASSWORD environment variable and is never logged.
 #[derive(Debug, Parser)]
 #[command(name = "gatehouse-collector", version, about, long_about)]
 struct Args {
@@ -134,6 +138,52 @@ struct Args {
     /// Batches of one ingest stream read ahead of the store (backpressure beyond that).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1024))]
     max_in_flight: u64,
+
+    // --- query API ---
+    /// Address of the audit query API (TLS with --tls-cert-file/--tls-key-file, HTTP/1.1
+    /// and h2; GET /v1/audit/requests, /v1/sessions, /v1/sessions/{id}). Callers present an
+    /// OIDC ID token of --oidc-issuer-url and must be in one of --query-groups. Reads the
+    /// store ingest writes (ClickHouse, or the embedded one).
+    #[arg(
+        long,
+        env = "GATEHOUSE_COLLECTOR_API_LISTEN",
+        requires = "oidc_issuer_url"
+    )]
+    api_listen: Option<SocketAddr>,
+
+    /// OIDC issuer whose ID tokens authenticate query API callers (https; must equal the
+    /// tokens' `iss` and serve /.well-known/openid-configuration).
+    #[arg(long, env = "GATEHOUSE_OIDC_ISSUER_URL")]
+    oidc_issuer_url: Option<String>,
+
+    /// Expected `aud` of those ID tokens (the OAuth client id).
+    #[arg(long, default_value = "gatehouse")]
+    oidc_client_id: String,
+
+    /// PEM CA of the issuer's TLS certificate (default: the Mozilla roots).
+    #[arg(long)]
+    oidc_ca_file: Option<PathBuf>,
+
+    /// Claim naming the user (`email` requires `email_verified`).
+    #[arg(long, default_value = "sub")]
+    oidc_username_claim: String,
+
+    /// Claim holding the user's groups (string or array of strings).
+    #[arg(long, default_value = "groups")]
+    oidc_groups_claim: String,
+
+    /// Prepended to every username.
+    #[arg(long, default_value = "")]
+    oidc_username_prefix: String,
+
+    /// Prepended to every group (the --query-groups are compared with the prefixed names).
+    #[arg(long, default_value = "")]
+    oidc_groups_prefix: String,
+
+    /// Groups whose members may query the audit trail (comma-separated or repeated);
+    /// everyone else gets 403.
+    #[arg(long, value_delimiter = ',', default_value = "security")]
+    query_groups: Vec<String>,
 }
 
 /// Where the embedded store lives unless --store-dir says otherwise.
@@ -167,8 +217,15 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// The two faces of one opened store: ingest writes through one, the query API reads
+/// through the other.
+struct OpenedStore {
+    writes: Arc<dyn AuditStore>,
+    reads: Arc<dyn AuditQuery>,
+}
+
 /// The ClickHouse store when --clickhouse-url is set, else the embedded one.
-async fn open_store(args: &Args) -> anyhow::Result<Arc<dyn AuditStore>> {
+async fn open_store(args: &Args) -> anyhow::Result<OpenedStore> {
     let timeout = Duration::from_secs(args.store_timeout_secs);
     let retention = Duration::from_secs(u64::from(args.retention_days) * 86_400);
     let Some(url) = &args.clickhouse_url else {
@@ -188,7 +245,10 @@ async fn open_store(args: &Args) -> anyhow::Result<Arc<dyn AuditStore>> {
         );
         let store = Arc::new(store);
         tokio::spawn(store.clone().prune_periodically(retention, PRUNE_EVERY));
-        return Ok(store);
+        return Ok(OpenedStore {
+            writes: store.clone(),
+            reads: store,
+        });
     };
     let mut store_config = ClickHouseConfig::new(url.clone(), &args.clickhouse_database);
     store_config.user = args.clickhouse_user.clone();
@@ -211,7 +271,10 @@ async fn open_store(args: &Args) -> anyhow::Result<Arc<dyn AuditStore>> {
             tracing::warn!(error = %err, store = "clickhouse", "audit store not reachable yet")
         }
     }
-    Ok(store)
+    Ok(OpenedStore {
+        writes: store.clone(),
+        reads: store,
+    })
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -230,7 +293,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let _ = rx.wait_for(|stop| *stop).await;
     };
 
+    // One store for ingest and the query API, opened only when one of them runs.
     let mut store_ready = None;
+    let store = if args.ingest_listen.is_some() || args.api_listen.is_some() {
+        let store = open_store(&args).await?;
+        let ready = Arc::new(AtomicBool::new(false));
+        store_ready = Some(ready.clone());
+        let probe = store.writes.clone();
+        tokio::spawn(async move {
+            // /readyz follows the store, so a load balancer can prefer a collector that
+            // can commit (agents keep their spool either way).
+            loop {
+                ready.store(probe.health().await.is_ok(), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        });
+        Some(store)
+    } else {
+        None
+    };
     let ingest_task = match args.ingest_listen {
         None => None,
         Some(addr) => {
@@ -262,18 +343,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 ),
                 _ => None,
             };
-            let store = open_store(&args).await?;
-            let ready = Arc::new(AtomicBool::new(false));
-            store_ready = Some(ready.clone());
-            let probe = store.clone();
-            tokio::spawn(async move {
-                // /readyz follows the store, so a load balancer can prefer a collector that
-                // can commit (agents keep their spool either way).
-                loop {
-                    ready.store(probe.health().await.is_ok(), Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                }
-            });
+            let Some(store) = store.as_ref().map(|s| s.writes.clone()) else {
+                anyhow::bail!("internal: the store was not opened for ingest");
+            };
             let state = Arc::new(IngestState {
                 store,
                 metrics: IngestMetrics::register(&mut registry),
@@ -296,6 +368,69 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     };
 
+    let api_task = match args.api_listen {
+        None => None,
+        Some(addr) => {
+            let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_key_file) else {
+                anyhow::bail!("--api-listen needs --tls-cert-file and --tls-key-file");
+            };
+            let Some(store) = store.as_ref().map(|s| s.reads.clone()) else {
+                anyhow::bail!("internal: the store was not opened for the query API");
+            };
+            let Some(issuer) = &args.oidc_issuer_url else {
+                anyhow::bail!("--api-listen needs --oidc-issuer-url");
+            };
+            if !issuer.starts_with("https://") {
+                // Discovery over plain HTTP would let anyone on the path swap the keys.
+                anyhow::bail!("--oidc-issuer-url must be https, got {issuer:?}");
+            }
+            let groups: Vec<String> = args
+                .query_groups
+                .iter()
+                .map(|g| g.trim().to_string())
+                .filter(|g| !g.is_empty())
+                .collect();
+            if groups.is_empty() {
+                anyhow::bail!("--query-groups must name at least one group");
+            }
+            let oidc = OidcConfig {
+                issuer_url: issuer.clone(),
+                ca_file: args.oidc_ca_file.clone(),
+                client_id: args.oidc_client_id.clone(),
+                username_claim: args.oidc_username_claim.clone(),
+                groups_claim: args.oidc_groups_claim.clone(),
+                username_prefix: args.oidc_username_prefix.clone(),
+                groups_prefix: args.oidc_groups_prefix.clone(),
+                ..OidcConfig::default()
+            };
+            let issuer_tls =
+                query_api::issuer_tls(oidc.ca_file.as_deref()).context("--oidc-ca-file")?;
+            let keys = Arc::new(KeyStore::remote(
+                &oidc.issuer_url,
+                issuer_tls,
+                oidc.jwks_min_refresh,
+            ));
+            tokio::spawn(keys.clone().refresh_every(oidc.jwks_refresh_interval));
+            let tls = query_api::tls_config(cert, key).context("query API TLS settings")?;
+            let state = Arc::new(query_api::ApiState {
+                store,
+                authenticator: Authenticator::with_shared_keys(oidc, keys),
+                query_groups: groups,
+                handshake_timeout: Duration::from_secs(10),
+                drain_timeout: config.drain_timeout,
+            });
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding query API {addr}"))?;
+            Some(tokio::spawn(query_api::serve(
+                listener,
+                tls,
+                state,
+                stopped(stop_rx.clone()),
+            )))
+        }
+    };
+
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -306,6 +441,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     server::run_with_state(listener, config, Arc::new(state), stopped(stop_rx))
         .await
         .context("collector failed")?;
+    if let Some(task) = api_task {
+        task.await
+            .context("query API task panicked")?
+            .context("query API failed")?;
+    }
     if let Some(task) = ingest_task {
         task.await
             .context("ingest task panicked")?

@@ -4,9 +4,10 @@
 //! `event_id` (a re-sent batch adds no rows) and report health. [`clickhouse`] is the real
 //! store; [`embedded`] is SQLite on local disk for a collector without ClickHouse;
 //! [`memory`] is an in-process one for tests of the ingest path. [`query`] is what
-//! the query API asks of a store.
+//! the query API asks of a store; [`clickhouse_query`] answers it from ClickHouse.
 
 pub mod clickhouse;
+pub mod clickhouse_query;
 pub mod embedded;
 pub mod memory;
 pub mod query;
