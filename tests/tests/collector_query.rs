@@ -667,3 +667,89 @@ async fn query_api_and_cli_read_the_audit_trail() -> anyhow::Result<()> {
     collector.stop().await?;
     Ok(())
 }
+
+/// The same API over the embedded store (a collector without ClickHouse): one query
+/// contract, so pages, filters, session detail and hostile values behave the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn query_api_reads_the_embedded_store_the_same_way() -> anyhow::Result<()> {
+    use gatehouse_collector::store::embedded::EmbeddedStore;
+    let pki = Pki::new()?;
+    let issuer = OidcIssuer::start(
+        vec![
+            DevUser::new("sam", &["security"]),
+            DevUser::new("dan", &["dev"]),
+        ],
+        &pki.server_ca,
+    )
+    .await?;
+    let ca_file = pki.dir.path().join("server-ca.crt");
+    pki.server_ca.write_cert(&ca_file)?;
+    let store_dir = pki.dir.path().join("audit");
+    {
+        let (store, _) = EmbeddedStore::open(&store_dir, Duration::from_secs(20))?;
+        let all = events();
+        assert_eq!(store.insert(&all).await?.inserted, all.len() as u64);
+        // A re-sent batch adds nothing, so the API below must see each event once.
+        assert_eq!(store.insert(&all).await?.inserted, 0);
+    }
+
+    let api_addr = free_loopback_addr()?;
+    let collector = Collector::start_embedded_with(
+        &pki,
+        &store_dir,
+        free_loopback_addr()?,
+        &[
+            format!("--api-listen={api_addr}"),
+            format!("--oidc-issuer-url={}", issuer.issuer_url()),
+            format!("--oidc-client-id={}", issuer.client_id()),
+            format!("--oidc-ca-file={}", ca_file.display()),
+        ],
+    )
+    .await?;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::net::TcpStream::connect(api_addr).await.is_err() {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "query API did not listen:\n{}",
+            collector.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let api = Api::new(&pki.server_ca.cert_pem(), api_addr)?;
+    let sam = issuer.mint("sam", &["security"], Duration::from_secs(600))?;
+    let dan = issuer.mint("dan", &["dev"], Duration::from_secs(600))?;
+    assert_eq!(api.get("/v1/audit/requests", None).await?.0, 401);
+    assert_eq!(api.get("/v1/audit/requests", Some(&dan)).await?.0, 403);
+
+    let (items, pages) = api.all("/v1/audit/requests?limit=100", &sam).await?;
+    assert_eq!(items.len(), BULK as usize + 2);
+    assert_eq!(pages, 3);
+    assert_newest_first(&items);
+    let ids: HashSet<&str> = items
+        .iter()
+        .filter_map(|i| i["event_id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), items.len());
+    let (alice, _) = api
+        .all("/v1/audit/requests?user=alice&limit=40", &sam)
+        .await?;
+    assert_eq!(alice.len(), 126, "125 bulk + the exec upgrade");
+    let q: String = form_urlencoded::byte_serialize(EVIL_USER.as_bytes()).collect();
+    let (code, page) = api
+        .get(&format!("/v1/audit/requests?user={q}"), Some(&sam))
+        .await?;
+    assert_eq!(code, 200, "{page}");
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(1), "{page}");
+    let (code, detail) = api
+        .get(&format!("/v1/sessions/{SESSION_ID}"), Some(&sam))
+        .await?;
+    assert_eq!(code, 200, "{detail}");
+    assert_eq!(detail["session"]["session_id"], SESSION_ID);
+    assert!(
+        detail["requests"].as_array().is_some_and(|r| !r.is_empty()),
+        "{detail}"
+    );
+    assert_eq!(api.get("/v1/sessions/nope", Some(&sam)).await?.0, 404);
+    collector.stop().await?;
+    Ok(())
+}

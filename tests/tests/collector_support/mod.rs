@@ -172,11 +172,22 @@ impl Collector {
         store_dir: &std::path::Path,
         ingest: SocketAddr,
     ) -> anyhow::Result<Self> {
-        let args = [
+        Self::start_embedded_with(pki, store_dir, ingest, &[]).await
+    }
+
+    /// [`Collector::start_embedded`] with extra command-line arguments.
+    pub async fn start_embedded_with(
+        pki: &Pki,
+        store_dir: &std::path::Path,
+        ingest: SocketAddr,
+        extra: &[String],
+    ) -> anyhow::Result<Self> {
+        let mut args = vec![
             format!("--store-dir={}", store_dir.display()),
             // The test events are from 2025; the start-up prune must keep them.
             "--retention-days=25000".to_string(),
         ];
+        args.extend(extra.iter().cloned());
         Self::spawn(pki, ingest, &args).await
     }
 
