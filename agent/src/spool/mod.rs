@@ -125,6 +125,9 @@ pub(crate) struct Inner {
     /// Bumped after each fsync, so the shipper wakes up.
     pub durable: tokio::sync::watch::Sender<u64>,
     pub metrics: SpoolMetrics,
+    /// Where this run's records start: the writer opens a new segment, so everything
+    /// before it was recovered from an earlier run (and may have been sent by it).
+    pub first_own: Pos,
 }
 
 impl Inner {
@@ -220,6 +223,10 @@ impl Spool {
             broken: AtomicBool::new(false),
             durable,
             metrics,
+            first_own: Pos {
+                segment: recovered.next_segment,
+                offset: 0,
+            },
         });
         inner.publish_bytes();
         inner.publish_pending();
@@ -300,6 +307,12 @@ impl Spool {
     /// A receiver that changes after every fsync (new records to ship).
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.durable.subscribe()
+    }
+
+    /// Where the records written by this run start; those before were recovered from an
+    /// earlier run, which may have sent them (the shipper then never marks them fresh).
+    pub fn first_own_position(&self) -> Pos {
+        self.inner.first_own
     }
 
     /// A reader starting at the cursor.

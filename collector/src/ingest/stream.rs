@@ -157,7 +157,14 @@ async fn commit_batches(
                 metrics.batches.inc();
                 metrics.events.inc_by(batch.events.len() as u64);
                 let started = Instant::now();
-                match state.store.insert(&batch.events).await {
+                // A fresh batch (never sent before, per its agent) needs no lookup of
+                // stored ids; a re-send always gets one.
+                let commit = if batch.fresh {
+                    state.store.insert_fresh(&batch.events)
+                } else {
+                    state.store.insert(&batch.events)
+                };
+                match commit.await {
                     Ok(out) => {
                         metrics
                             .commit_seconds
@@ -270,6 +277,7 @@ mod tests {
             agent: agent.into(),
             seq,
             events: ids.iter().map(|id| event(id)).collect(),
+            fresh: false,
         })?)
     }
 

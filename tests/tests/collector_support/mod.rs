@@ -402,6 +402,7 @@ pub fn batch(agent: &str, seq: u64, events: &[AuditEvent]) -> Batch {
         agent: agent.into(),
         seq,
         events: events.to_vec(),
+        fresh: false,
     }
 }
 
