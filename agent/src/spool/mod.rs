@@ -125,8 +125,9 @@ pub(crate) struct Inner {
     /// Bumped after each fsync, so the shipper wakes up.
     pub durable: tokio::sync::watch::Sender<u64>,
     pub metrics: SpoolMetrics,
-    /// Where this run's records start: the writer opens a new segment, so everything
-    /// before it was recovered from an earlier run (and may have been sent by it).
+    /// Every unacked record at or after this was written by this run: the writer opens a
+    /// new segment, so records before it were recovered from an earlier run (which may
+    /// have sent them). With nothing recovered pending, the cursor itself.
     pub first_own: Pos,
 }
 
@@ -223,9 +224,13 @@ impl Spool {
             broken: AtomicBool::new(false),
             durable,
             metrics,
-            first_own: Pos {
-                segment: recovered.next_segment,
-                offset: 0,
+            first_own: if recovered.pending == 0 {
+                recovered.cursor
+            } else {
+                Pos {
+                    segment: recovered.next_segment,
+                    offset: 0,
+                }
             },
         });
         inner.publish_bytes();
