@@ -132,33 +132,9 @@ pub enum UpstreamSource {
     },
 }
 
-/// OpenID Connect settings, named after the API server's own `--oidc-*` flags.
-#[derive(Debug, Clone)]
-pub struct OidcConfig {
-    /// Issuer URL; must equal the tokens' `iss` and serve `/.well-known/openid-configuration`.
-    pub issuer_url: String,
-    /// CA bundle (PEM) for the issuer's TLS certificate; system roots are not consulted.
-    pub ca_file: Option<PathBuf>,
-    /// Expected `aud` of the ID tokens (the OAuth client id).
-    pub client_id: String,
-    /// Claim that names the user (`sub` like the API server; `email` requires `email_verified`).
-    pub username_claim: String,
-    /// Claim holding the user's groups (a string or an array of strings); empty = no groups.
-    pub groups_claim: String,
-    /// Prepended to every username (e.g. `oidc:`), so IdP users can't collide with others.
-    pub username_prefix: String,
-    /// Prepended to every group name.
-    pub groups_prefix: String,
-    /// Clock skew tolerated on `exp` and `nbf`.
-    pub clock_skew: Duration,
-    /// Minimum time between two JWKS fetches triggered by an unknown `kid`.
-    pub jwks_min_refresh: Duration,
-    /// Most verified tokens kept in the cache (by SHA-256 digest, until they expire).
-    pub token_cache_max: usize,
-    // --- periodic JWKS refresh ---
-    /// Interval of the background JWKS refresh (on top of refresh-on-unknown-kid).
-    pub jwks_refresh_interval: Duration,
-}
+/// OpenID Connect settings, named after the API server's own `--oidc-*` flags (shared with
+/// the collector's query API, so they live in `gatehouse_common::oidc`).
+pub use gatehouse_common::oidc::OidcConfig;
 
 impl Default for AgentConfig {
     fn default() -> Self {
@@ -189,24 +165,6 @@ impl Default for UpstreamConfig {
             token_file: Some(PathBuf::from(IN_CLUSTER_TOKEN_FILE)),
             connect_timeout: Duration::from_secs(5),
             source: UpstreamSource::Flags,
-        }
-    }
-}
-
-impl Default for OidcConfig {
-    fn default() -> Self {
-        Self {
-            issuer_url: String::new(),
-            ca_file: None,
-            client_id: "gatehouse".into(),
-            username_claim: "sub".into(),
-            groups_claim: "groups".into(),
-            username_prefix: String::new(),
-            groups_prefix: String::new(),
-            clock_skew: Duration::from_secs(30),
-            jwks_min_refresh: Duration::from_secs(10),
-            token_cache_max: 10_000,
-            jwks_refresh_interval: Duration::from_secs(300),
         }
     }
 }

@@ -70,7 +70,10 @@ fn build_parts(
         config.oidc.jwks_min_refresh,
     ));
     let authenticator = Authenticator::with_shared_keys(config.oidc.clone(), keys.clone())
-        .with_metrics(metrics.clone());
+        .with_failure_hook({
+            let metrics = metrics.clone();
+            Arc::new(move |reason| metrics.auth_failure(reason))
+        });
     let metrics_for_spool = metrics.clone();
     let forwarder = Forwarder::new(&config.upstream)?;
     // Audit: always the tracing target, plus the JSON-lines file when asked for.

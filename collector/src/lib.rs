@@ -3,13 +3,15 @@
 //! It serves health (`/healthz`, `/readyz`, following the audit store) and Prometheus
 //! `/metrics` over plain HTTP on loopback, and the agents' ingest endpoint
 //! (`POST /v1/ingest`, TLS + HTTP/2) that commits audit events to the ClickHouse store.
-//! Approvals, policy distribution and the audit query API arrive in later versions.
+//! With `--api-listen` it also serves the security team's query API (TLS, OIDC, read-only).
+//! Approvals and policy distribution arrive in later versions.
 //!
 //! # Layout
 //! - [`cli`]: library parts of the `gatehouse` user CLI (token cache, exec credential).
 //! - [`config`]: [`config::CollectorConfig`] with defaults.
 //! - [`ingest`]: the TLS `POST /v1/ingest` endpoint agents ship batches to.
 //! - [`metrics`]: the collector's metric families, registered under `gatehouse_collector`.
+//! - [`query_api`]: the audit query API (`/v1/audit/requests`, `/v1/sessions`).
 //! - [`server`]: the HTTP listener, routes and graceful shutdown; [`server::run`].
 //! - [`shutdown`]: the SIGINT/SIGTERM future.
 //! - [`store`]: the audit store ([`store::AuditStore`]; ClickHouse and in-memory).
@@ -20,6 +22,7 @@ pub mod cli;
 pub mod config;
 pub mod ingest;
 pub mod metrics;
+pub mod query_api;
 pub mod server;
 pub mod shutdown;
 pub mod store;

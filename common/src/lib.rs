@@ -8,6 +8,8 @@
 //!   batch and ack frames).
 //! - [`spdy`] (feature `std`): sans-IO SPDY/3.1 codec (frames, incremental decoder,
 //!   zlib header contexts with the SPDY/3 dictionary) for Kubernetes exec/port-forward.
+//! - [`oidc`] (feature `oidc`): OIDC ID-token verification (discovery, JWKS by `kid`,
+//!   token cache), used by the agent and the collector's query API.
 #![cfg_attr(not(feature = "std"), no_std)]
 
 #[cfg(feature = "std")]
@@ -15,5 +17,7 @@ pub mod audit;
 #[cfg(feature = "std")]
 pub mod ingest;
 pub mod kernel;
+#[cfg(feature = "oidc")]
+pub mod oidc;
 #[cfg(feature = "std")]
 pub mod spdy;

@@ -2,7 +2,7 @@
 //! in-process ClickHouse; `pip install chdb-core`): the real `ClickHouseStore` talks to a
 //! loopback stand-in that answers `SELECT version()` with a current version and records the
 //! DDL and the RowBinary rows it sends; the DDL is then applied in chdb, the rows loaded, and
-//! the duplicate check query run there. Skips loudly when `chdb` cannot be imported.
+//! the duplicate check query and the query API's page queries (filters, cursors) run there. Skips loudly when `chdb` cannot be imported.
 
 mod collector_support;
 
@@ -10,6 +10,7 @@ use bytes::Bytes;
 use collector_support::api_event;
 use gatehouse_collector::store::AuditStore;
 use gatehouse_collector::store::clickhouse::{ClickHouseConfig, ClickHouseStore};
+use gatehouse_collector::store::query::{AuditQuery, Cursor, PageRequest, RequestFilter};
 use gatehouse_common::audit::AuditEvent;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
@@ -20,6 +21,12 @@ use std::sync::{Arc, Mutex};
 struct Seen {
     statements: Vec<String>,
     checks: Vec<String>,
+    /// The query API's page-key queries (`AuditQuery::requests`, step 1).
+    pages: Vec<String>,
+    /// Its row fetches by id (step 2).
+    fetches: Vec<String>,
+    /// The key answered to every step 1, so that step 2 is asked too.
+    key_reply: Option<(i64, String)>,
     rows: Vec<u8>,
 }
 
@@ -68,6 +75,20 @@ async fn fake_modern_server(seen: Arc<Mutex<Seen>>) -> anyhow::Result<String> {
                         let sql = String::from_utf8_lossy(&body).to_string();
                         if sql.starts_with("SELECT version()") {
                             row_binary_string("24.8.4.13")
+                        } else if sql.contains("(SELECT DISTINCT time, event_id FROM api_requests")
+                        {
+                            seen.pages.push(sql);
+                            match &seen.key_reply {
+                                Some((micros, id)) => {
+                                    let mut b = micros.to_le_bytes().to_vec();
+                                    b.extend(row_binary_string(id));
+                                    b
+                                }
+                                None => Vec::new(),
+                            }
+                        } else if sql.starts_with("SELECT event_id, request_id") {
+                            seen.fetches.push(sql);
+                            Vec::new()
                         } else if sql.starts_with("SELECT event_id") {
                             seen.checks.push(sql);
                             Vec::new()
@@ -104,6 +125,15 @@ cols = s.query("SELECT arrayStringConcat(groupArray(concat('`', name, '` ', type
 s.query("INSERT INTO gatehouse.api_requests SELECT * FROM file('%s/rows.bin', 'RowBinary', '%s')" % (work, cols.replace("'", "\\'")))
 print(s.query("SELECT event_id, toUnixTimestamp64Micro(time), groups, verb, status_code, latency_ms FROM gatehouse.api_requests ORDER BY time", "TSV").data(), end="")
 print("CHECK", s.query(plan["check"].replace("FROM `api_requests`", "FROM gatehouse.`api_requests`", 1), "TSV").data(), end="")
+import re
+for q in plan["pages"]:
+    q = re.sub(r"\s+FORMAT\s+\w+\s*$", "", q).replace(" FROM api_requests", " FROM gatehouse.api_requests", 1)
+    keys = [l.split("\t") for l in s.query(q, "TSV").data().splitlines() if l]
+    keys.sort(key=lambda k: (int(k[0]), k[1]), reverse=True)
+    print("PAGE", ",".join(k[1] for k in keys))
+for q in plan["fetches"]:
+    q = re.sub(r"\s+FORMAT\s+\w+\s*$", "", q).replace(" FROM api_requests", " FROM gatehouse.api_requests", 1)
+    print("FETCH", ",".join(l.split("\t")[0] for l in s.query(q, "TSV").data().splitlines()))
 print("TABLES", s.query("SELECT count() FROM system.tables WHERE database = 'gatehouse'", "TSV").data(), end="")
 "#;
 
@@ -146,7 +176,48 @@ async fn modern_ddl_and_rows_load_on_a_current_clickhouse_engine() -> anyhow::Re
     let events = vec![api_event(1), api_event(2)];
     assert_eq!(store.insert(&events).await?.inserted, 2);
 
-    let (statements, check, rows) = {
+    // The query API's page-key SQL for this server (step 1 of a page): run in chdb below.
+    let ids: Vec<&str> = events.iter().map(AuditEvent::event_id).collect();
+    let user1 = RequestFilter {
+        user: Some("user1@example.com".into()),
+        since: chrono::DateTime::from_timestamp(1_760_000_001, 0),
+        ..RequestFilter::default()
+    };
+    let quoted = RequestFilter {
+        user: Some(r"o'brien \ ' OR 1=1 --".into()),
+        ..RequestFilter::default()
+    };
+    let after = |time_micros, id: &str| PageRequest {
+        limit: 10,
+        after: Some(Cursor {
+            time_micros,
+            event_id: id.to_string(),
+        }),
+    };
+    for (filter, page) in [
+        (&RequestFilter::default(), PageRequest::default()),
+        (&user1, PageRequest::default()),
+        (
+            &RequestFilter::default(),
+            after(1_760_000_002_250_000, ids[1]),
+        ),
+        (
+            &RequestFilter::default(),
+            after(1_760_000_002_250_000, "zzzz"),
+        ),
+        (&quoted, PageRequest::default()),
+    ] {
+        // The stand-in answers no rows; only the SQL matters here.
+        assert!(store.requests(filter, &page).await?.items.is_empty());
+        // After the first page-key query, answer one key so the row fetch is asked once.
+        let mut seen = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        seen.key_reply = match seen.key_reply {
+            None if seen.fetches.is_empty() => Some((1_760_000_001_250_000, ids[0].to_string())),
+            _ => None,
+        };
+    }
+
+    let (statements, check, pages, fetches, rows) = {
         let seen = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
         let tables: Vec<String> = seen
             .statements
@@ -154,7 +225,13 @@ async fn modern_ddl_and_rows_load_on_a_current_clickhouse_engine() -> anyhow::Re
             .filter(|s| s.contains("ReplacingMergeTree"))
             .cloned()
             .collect();
-        (tables, seen.checks[0].clone(), seen.rows.clone())
+        (
+            tables,
+            seen.checks[0].clone(),
+            seen.pages.clone(),
+            seen.fetches.clone(),
+            seen.rows.clone(),
+        )
     };
     assert_eq!(statements.len(), 6);
     assert!(
@@ -166,7 +243,9 @@ async fn modern_ddl_and_rows_load_on_a_current_clickhouse_engine() -> anyhow::Re
     std::fs::write(work.path().join("rows.bin"), &rows)?;
     std::fs::write(
         work.path().join("plan.json"),
-        serde_json::to_vec(&serde_json::json!({"statements": statements, "check": check}))?,
+        serde_json::to_vec(
+            &serde_json::json!({"statements": statements, "check": check, "pages": pages, "fetches": fetches}),
+        )?,
     )?;
     let out = tokio::time::timeout(
         std::time::Duration::from_secs(120),
@@ -183,7 +262,6 @@ async fn modern_ddl_and_rows_load_on_a_current_clickhouse_engine() -> anyhow::Re
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let ids: Vec<&str> = events.iter().map(AuditEvent::event_id).collect();
     // Microsecond times (DateTime64(6)) and escaped array values come back as sent.
     let groups = r"['dev','o\'brien \\ \'quoted\'']";
     let expected = format!(
@@ -195,9 +273,32 @@ async fn modern_ddl_and_rows_load_on_a_current_clickhouse_engine() -> anyhow::Re
         .split_once("CHECK ")
         .ok_or_else(|| anyhow::anyhow!("no CHECK in {stdout}"))?;
     assert_eq!(rows_out, expected);
-    let (check_out, tables) = rest
+    let (check_out, rest) = rest
+        .split_once("PAGE ")
+        .ok_or_else(|| anyhow::anyhow!("no PAGE in {stdout}"))?;
+    let (pages_out, rest) = rest
+        .split_once("FETCH ")
+        .ok_or_else(|| anyhow::anyhow!("no FETCH in {stdout}"))?;
+    let (fetch_out, tables) = rest
         .split_once("TABLES ")
         .ok_or_else(|| anyhow::anyhow!("no TABLES in {stdout}"))?;
+    assert_eq!(fetches.len(), 1);
+    assert_eq!(
+        fetch_out.trim(),
+        ids[0],
+        "the row fetch finds the row by id and time"
+    );
+    // Newest first by (time, event_id); the cursor is exclusive and microsecond-exact.
+    let page_ids: Vec<&str> = pages_out
+        .lines()
+        .map(|l| l.trim_start_matches("PAGE "))
+        .collect();
+    let both = format!("{},{}", ids[1], ids[0]);
+    assert_eq!(
+        page_ids,
+        [both.as_str(), ids[0], ids[0], both.as_str(), ""],
+        "{stdout}"
+    );
     let mut found: Vec<&str> = check_out.lines().collect();
     found.sort_unstable();
     let mut want = ids.clone();

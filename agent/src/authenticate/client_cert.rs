@@ -3,13 +3,9 @@
 
 use super::Identity;
 use rustls_pki_types::CertificateDer;
-use std::sync::Arc;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-/// The identity of a verified client certificate, put into the request extensions by the
-/// listener; [`super::Authenticator::authenticate_request`] falls back to it.
-#[derive(Debug, Clone)]
-pub struct ClientCertIdentity(pub Arc<Identity>);
+pub use gatehouse_common::oidc::ClientCertIdentity;
 
 /// Why a verified certificate still gives no identity.
 #[derive(Debug, thiserror::Error)]

@@ -10,7 +10,9 @@ use gatehouse_collector::store::AuditStore;
 use gatehouse_collector::store::clickhouse::{ClickHouseConfig, ClickHouseStore};
 use gatehouse_collector::store::schema::SchemaSettings;
 use gatehouse_collector::telemetry::{self, LogFormat};
-use gatehouse_collector::{server, shutdown};
+use gatehouse_collector::{query_api, server, shutdown};
+use gatehouse_common::oidc::jwks::KeyStore;
+use gatehouse_common::oidc::{Authenticator, OidcConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,7 +24,8 @@ use std::time::Duration;
 /// Serves health checks (/healthz, /readyz) and Prometheus metrics (/metrics) over plain
 /// HTTP on --listen (keep it on loopback or behind a TLS-terminating proxy), and, with
 /// --ingest-listen, the agents' ingest endpoint (TLS, HTTP/2, POST /v1/ingest) that commits
-/// audit events to ClickHouse. The ClickHouse password comes from --clickhouse-password-file
+/// audit events to ClickHouse; with --api-listen, the security team's audit query API (TLS,
+/// OIDC ID tokens, --query-groups only). The ClickHouse password comes from --clickhouse-password-file
 /// or the GATEHOUSE_CLICKHOUSE_PASSWORD environment variable and is never logged.
 #[derive(Debug, Parser)]
 #[command(name = "gatehouse-collector", version, about, long_about)]
@@ -49,12 +52,12 @@ struct Args {
     #[arg(long, env = "GATEHOUSE_COLLECTOR_INGEST_LISTEN")]
     ingest_listen: Option<SocketAddr>,
 
-    /// PEM certificate chain the ingest listener presents.
-    #[arg(long, requires = "ingest_listen")]
+    /// PEM certificate chain the ingest and query API listeners present.
+    #[arg(long)]
     tls_cert_file: Option<PathBuf>,
 
     /// PEM private key of --tls-cert-file.
-    #[arg(long, requires = "ingest_listen")]
+    #[arg(long)]
     tls_key_file: Option<PathBuf>,
 
     /// PEM CA that issues agent client certificates; the certificate's CN is the agent's
@@ -116,6 +119,52 @@ struct Args {
     /// Batches of one ingest stream read ahead of the store (backpressure beyond that).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1024))]
     max_in_flight: u64,
+
+    // --- query API ---
+    /// Address of the audit query API (TLS with --tls-cert-file/--tls-key-file, HTTP/1.1
+    /// and h2; GET /v1/audit/requests, /v1/sessions, /v1/sessions/{id}). Callers present an
+    /// OIDC ID token of --oidc-issuer-url and must be in one of --query-groups. Requires
+    /// --clickhouse-url.
+    #[arg(
+        long,
+        env = "GATEHOUSE_COLLECTOR_API_LISTEN",
+        requires = "oidc_issuer_url"
+    )]
+    api_listen: Option<SocketAddr>,
+
+    /// OIDC issuer whose ID tokens authenticate query API callers (https; must equal the
+    /// tokens' `iss` and serve /.well-known/openid-configuration).
+    #[arg(long, env = "GATEHOUSE_OIDC_ISSUER_URL")]
+    oidc_issuer_url: Option<String>,
+
+    /// Expected `aud` of those ID tokens (the OAuth client id).
+    #[arg(long, default_value = "gatehouse")]
+    oidc_client_id: String,
+
+    /// PEM CA of the issuer's TLS certificate (default: the Mozilla roots).
+    #[arg(long)]
+    oidc_ca_file: Option<PathBuf>,
+
+    /// Claim naming the user (`email` requires `email_verified`).
+    #[arg(long, default_value = "sub")]
+    oidc_username_claim: String,
+
+    /// Claim holding the user's groups (string or array of strings).
+    #[arg(long, default_value = "groups")]
+    oidc_groups_claim: String,
+
+    /// Prepended to every username.
+    #[arg(long, default_value = "")]
+    oidc_username_prefix: String,
+
+    /// Prepended to every group (the --query-groups are compared with the prefixed names).
+    #[arg(long, default_value = "")]
+    oidc_groups_prefix: String,
+
+    /// Groups whose members may query the audit trail (comma-separated or repeated);
+    /// everyone else gets 403.
+    #[arg(long, value_delimiter = ',', default_value = "security")]
+    query_groups: Vec<String>,
 }
 
 fn password(args: &Args) -> anyhow::Result<Option<String>> {
@@ -160,40 +209,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
 
     let mut store_ready = None;
-    let ingest_task = match args.ingest_listen {
+    let store = match &args.clickhouse_url {
         None => None,
-        Some(addr) => {
-            let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_key_file) else {
-                anyhow::bail!("--ingest-listen needs --tls-cert-file and --tls-key-file");
-            };
-            if args.agent_ca_file.is_none() && args.token_review_url.is_none() {
-                anyhow::bail!(
-                    "--ingest-listen needs --agent-ca-file (agent client certificates) and/or \
-                     --token-review-url (agent service-account tokens)"
-                );
-            }
-            let Some(url) = &args.clickhouse_url else {
-                anyhow::bail!("--ingest-listen needs --clickhouse-url (no embedded store yet)");
-            };
-            let tls = ingest::tls::server_config(cert, key, args.agent_ca_file.as_deref())
-                .context("ingest TLS settings")?;
-            let token_reviewer = match (
-                &args.token_review_url,
-                &args.token_review_ca_file,
-                &args.token_review_token_file,
-            ) {
-                (Some(url), Some(ca), Some(token)) => Some(
-                    TokenReviewer::new(TokenReviewConfig {
-                        api_server: url.clone(),
-                        ca_file: ca.clone(),
-                        token_file: token.clone(),
-                        agent_service_accounts: args.agent_service_accounts.clone(),
-                        timeout: Duration::from_secs(10),
-                    })
-                    .context("agent token review")?,
-                ),
-                _ => None,
-            };
+        Some(url) => {
             let mut store_config = ClickHouseConfig::new(url.clone(), &args.clickhouse_database);
             store_config.user = args.clickhouse_user.clone();
             store_config.password = password(&args)?;
@@ -223,6 +241,43 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     tokio::time::sleep(Duration::from_secs(5)).await;
                 }
             });
+            Some(store)
+        }
+    };
+    let ingest_task = match args.ingest_listen {
+        None => None,
+        Some(addr) => {
+            let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_key_file) else {
+                anyhow::bail!("--ingest-listen needs --tls-cert-file and --tls-key-file");
+            };
+            if args.agent_ca_file.is_none() && args.token_review_url.is_none() {
+                anyhow::bail!(
+                    "--ingest-listen needs --agent-ca-file (agent client certificates) and/or \
+                     --token-review-url (agent service-account tokens)"
+                );
+            }
+            let Some(store) = store.clone() else {
+                anyhow::bail!("--ingest-listen needs --clickhouse-url (no embedded store yet)");
+            };
+            let tls = ingest::tls::server_config(cert, key, args.agent_ca_file.as_deref())
+                .context("ingest TLS settings")?;
+            let token_reviewer = match (
+                &args.token_review_url,
+                &args.token_review_ca_file,
+                &args.token_review_token_file,
+            ) {
+                (Some(url), Some(ca), Some(token)) => Some(
+                    TokenReviewer::new(TokenReviewConfig {
+                        api_server: url.clone(),
+                        ca_file: ca.clone(),
+                        token_file: token.clone(),
+                        agent_service_accounts: args.agent_service_accounts.clone(),
+                        timeout: Duration::from_secs(10),
+                    })
+                    .context("agent token review")?,
+                ),
+                _ => None,
+            };
             let store: Arc<dyn AuditStore> = store;
             let state = Arc::new(IngestState {
                 store,
@@ -246,6 +301,69 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     };
 
+    let api_task = match args.api_listen {
+        None => None,
+        Some(addr) => {
+            let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_key_file) else {
+                anyhow::bail!("--api-listen needs --tls-cert-file and --tls-key-file");
+            };
+            let Some(store) = store.clone() else {
+                anyhow::bail!("--api-listen needs --clickhouse-url (the store it reads)");
+            };
+            let Some(issuer) = &args.oidc_issuer_url else {
+                anyhow::bail!("--api-listen needs --oidc-issuer-url");
+            };
+            if !issuer.starts_with("https://") {
+                // Discovery over plain HTTP would let anyone on the path swap the keys.
+                anyhow::bail!("--oidc-issuer-url must be https, got {issuer:?}");
+            }
+            let groups: Vec<String> = args
+                .query_groups
+                .iter()
+                .map(|g| g.trim().to_string())
+                .filter(|g| !g.is_empty())
+                .collect();
+            if groups.is_empty() {
+                anyhow::bail!("--query-groups must name at least one group");
+            }
+            let oidc = OidcConfig {
+                issuer_url: issuer.clone(),
+                ca_file: args.oidc_ca_file.clone(),
+                client_id: args.oidc_client_id.clone(),
+                username_claim: args.oidc_username_claim.clone(),
+                groups_claim: args.oidc_groups_claim.clone(),
+                username_prefix: args.oidc_username_prefix.clone(),
+                groups_prefix: args.oidc_groups_prefix.clone(),
+                ..OidcConfig::default()
+            };
+            let issuer_tls =
+                query_api::issuer_tls(oidc.ca_file.as_deref()).context("--oidc-ca-file")?;
+            let keys = Arc::new(KeyStore::remote(
+                &oidc.issuer_url,
+                issuer_tls,
+                oidc.jwks_min_refresh,
+            ));
+            tokio::spawn(keys.clone().refresh_every(oidc.jwks_refresh_interval));
+            let tls = query_api::tls_config(cert, key).context("query API TLS settings")?;
+            let state = Arc::new(query_api::ApiState {
+                store,
+                authenticator: Authenticator::with_shared_keys(oidc, keys),
+                query_groups: groups,
+                handshake_timeout: Duration::from_secs(10),
+                drain_timeout: config.drain_timeout,
+            });
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding query API {addr}"))?;
+            Some(tokio::spawn(query_api::serve(
+                listener,
+                tls,
+                state,
+                stopped(stop_rx.clone()),
+            )))
+        }
+    };
+
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -256,6 +374,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     server::run_with_state(listener, config, Arc::new(state), stopped(stop_rx))
         .await
         .context("collector failed")?;
+    if let Some(task) = api_task {
+        task.await
+            .context("query API task panicked")?
+            .context("query API failed")?;
+    }
     if let Some(task) = ingest_task {
         task.await
             .context("ingest task panicked")?

@@ -56,6 +56,145 @@ enum Command {
     ///
     /// The merge is done by `kubectl config` (set with --kubectl / GATEHOUSE_KUBECTL).
     Kubeconfig(KubeconfigArgs),
+    // --- reading the audit trail (issue 7, item 5) ---
+    /// Read the audit trail of API requests from the collector's query API.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Read exec, attach and port-forward sessions from the collector's query API.
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Search API requests, newest first (exact matches; all filters must match).
+    ///
+    /// Example: gatehouse audit search --collector-url https://collector:9443 --ca-file
+    /// ca.crt --issuer-url https://idp --user alice --since 24h --all
+    Search(AuditSearchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum SessionsCommand {
+    /// List sessions, newest (by start) first.
+    List(SessionListArgs),
+    /// One session with the API calls that belong to it.
+    Show(SessionShowArgs),
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Output {
+    /// Aligned columns for a terminal.
+    Table,
+    /// The API's JSON (`{"items":[...],"next":...}`; with --all, every item in one page).
+    Json,
+    /// One JSON object a line, every match (exported by the collector, cursors followed).
+    Ndjson,
+}
+
+#[derive(Debug, clap::Args)]
+struct QueryArgs {
+    /// Query API base URL of the collector (its --api-listen), e.g. https://collector:9443.
+    #[arg(long, env = "GATEHOUSE_COLLECTOR_API_URL")]
+    collector_url: String,
+    /// PEM CA of the collector's certificate (default: the Mozilla roots).
+    #[arg(long, env = "GATEHOUSE_COLLECTOR_CA_FILE")]
+    ca_file: Option<std::path::PathBuf>,
+    /// File holding an ID token to send (instead of the `gatehouse login` cache).
+    #[arg(long, conflicts_with = "issuer_url")]
+    token_file: Option<std::path::PathBuf>,
+    /// Issuer whose cached ID token (from `gatehouse login`) is sent; renewed when needed.
+    #[arg(long, visible_alias = "issuer", env = "GATEHOUSE_ISSUER_URL")]
+    issuer_url: Option<String>,
+    /// OAuth client id of that login.
+    #[arg(long, env = "GATEHOUSE_CLIENT_ID", default_value = "gatehouse")]
+    client_id: String,
+    /// PEM CA of the issuer (for renewing the token).
+    #[arg(long, env = "GATEHOUSE_ISSUER_CA_FILE")]
+    issuer_ca_file: Option<std::path::PathBuf>,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    output: Output,
+}
+
+#[derive(Debug, clap::Args)]
+struct ListArgs {
+    /// Only events at or after this time: RFC 3339 or a duration ago (30m, 24h, 7d).
+    #[arg(long)]
+    since: Option<String>,
+    /// Only events before this time (same forms as --since).
+    #[arg(long)]
+    until: Option<String>,
+    /// Items per page (the collector clamps it to 1..=1000; default 100).
+    #[arg(long)]
+    limit: Option<u32>,
+    /// Follow the cursors and print every match, not just the first page.
+    #[arg(long)]
+    all: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct AuditSearchArgs {
+    #[command(flatten)]
+    query: QueryArgs,
+    #[command(flatten)]
+    list: ListArgs,
+    /// Username (exact, with any prefix the agent adds).
+    #[arg(long)]
+    user: Option<String>,
+    /// A group the user was in.
+    #[arg(long)]
+    group: Option<String>,
+    /// Kubernetes verb (get, list, delete, create, ...).
+    #[arg(long)]
+    verb: Option<String>,
+    /// Plural resource (pods, secrets, ...).
+    #[arg(long)]
+    resource: Option<String>,
+    /// Namespace.
+    #[arg(long, short = 'n')]
+    namespace: Option<String>,
+    /// Object name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Decision: allow, deny or require_approval.
+    #[arg(long)]
+    decision: Option<String>,
+    /// HTTP status code returned.
+    #[arg(long)]
+    status: Option<u16>,
+    /// Session id (the calls of one exec/attach/port-forward session).
+    #[arg(long)]
+    session: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct SessionListArgs {
+    #[command(flatten)]
+    query: QueryArgs,
+    #[command(flatten)]
+    list: ListArgs,
+    /// Username.
+    #[arg(long)]
+    user: Option<String>,
+    /// Pod namespace.
+    #[arg(long, short = 'n')]
+    namespace: Option<String>,
+    /// Pod name.
+    #[arg(long)]
+    pod: Option<String>,
+    /// exec, attach or port_forward.
+    #[arg(long)]
+    kind: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct SessionShowArgs {
+    #[command(flatten)]
+    query: QueryArgs,
+    /// The session id (the SESSION column of `gatehouse sessions list`).
+    id: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -168,6 +307,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Logout(a) => logout(&a),
         Command::Kubeconfig(a) => kubeconfig(&a),
+        Command::Audit(AuditCommand::Search(a)) => exit_on_error(audit_search(&a).await),
+        Command::Sessions(SessionsCommand::List(a)) => exit_on_error(sessions_list(&a).await),
+        Command::Sessions(SessionsCommand::Show(a)) => exit_on_error(sessions_show(&a).await),
     }
 }
 
@@ -341,5 +483,168 @@ async fn status(collector: &str) -> anyhow::Result<()> {
         );
     }
     println!("collector {collector}: healthy ({})", body.trim());
+    Ok(())
+}
+
+/// A failed query is a message for a person: one line, exit 1.
+fn exit_on_error(result: anyhow::Result<()>) -> anyhow::Result<()> {
+    if let Err(e) = result {
+        eprintln!("gatehouse: {e:#}");
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// The ID token to send: --token-file, else the login cache of --issuer-url.
+async fn query_token(q: &QueryArgs) -> anyhow::Result<String> {
+    use gatehouse_collector::cli::refresh::{TokenError, fresh_tokens};
+    use gatehouse_collector::cli::{cache, http, oidc};
+    if let Some(path) = &q.token_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading --token-file {}", path.display()))?;
+        let token = text.trim().to_string();
+        if token.is_empty() {
+            bail!("--token-file {} is empty", path.display());
+        }
+        return Ok(token);
+    }
+    let Some(issuer) = &q.issuer_url else {
+        bail!(
+            "no token: pass --issuer-url (after `gatehouse login`) or --token-file with an ID token"
+        );
+    };
+    let issuer = issuer.trim_end_matches('/');
+    let cache = cache::TokenCache::new(cache::default_dir()?);
+    let client =
+        || http::IssuerClient::new(q.issuer_ca_file.as_deref()).map_err(oidc::OidcError::from);
+    match fresh_tokens(
+        &cache,
+        issuer,
+        &q.client_id,
+        chrono::Duration::seconds(EXPIRY_SKEW_SECS),
+        client,
+    )
+    .await
+    {
+        Ok(t) => Ok(t.id_token),
+        Err(e @ TokenError::Cache(_)) => bail!("{e}"),
+        Err(e) => bail!(
+            "{e}: run `gatehouse login --issuer-url {issuer} --client-id {}`",
+            q.client_id
+        ),
+    }
+}
+
+async fn query_client(
+    q: &QueryArgs,
+) -> anyhow::Result<gatehouse_collector::cli::audit::QueryClient> {
+    let token = query_token(q).await?;
+    Ok(gatehouse_collector::cli::audit::QueryClient::new(
+        &q.collector_url,
+        q.ca_file.as_deref(),
+        token,
+    )?)
+}
+
+/// Prints a list endpoint's results in the chosen format (following cursors with --all).
+async fn print_list<T>(
+    q: &QueryArgs,
+    list: &ListArgs,
+    path: &str,
+    mut params: Vec<(&str, Option<String>)>,
+    render: fn(&[T]) -> String,
+) -> anyhow::Result<()>
+where
+    T: serde::de::DeserializeOwned + serde::Serialize,
+{
+    use gatehouse_collector::cli::audit::{PageJson, with_query};
+    use std::io::Write;
+    let client = query_client(q).await?;
+    params.push(("since", list.since.clone()));
+    params.push(("until", list.until.clone()));
+    params.push(("limit", list.limit.map(|n| n.to_string())));
+    let mut out = std::io::stdout().lock();
+    if q.output == Output::Ndjson {
+        client
+            .stream_to(&with_query(path, &params), &mut out)
+            .await?;
+        return Ok(());
+    }
+    let mut items: Vec<T> = Vec::new();
+    let mut cursor: Option<String> = None;
+    let next = loop {
+        let mut p = params.clone();
+        p.push(("cursor", cursor.clone()));
+        let page: PageJson<T> = client.get(&with_query(path, &p)).await?;
+        items.extend(page.items);
+        match page.next {
+            Some(next) if list.all => cursor = Some(next),
+            next => break next,
+        }
+    };
+    match q.output {
+        Output::Json => {
+            let doc = serde_json::json!({ "items": items, "next": next });
+            writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        }
+        _ => {
+            write!(out, "{}", render(&items))?;
+            if next.is_some() {
+                eprintln!("(more results: add --all, or narrow the search)");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn audit_search(a: &AuditSearchArgs) -> anyhow::Result<()> {
+    let params = vec![
+        ("user", a.user.clone()),
+        ("group", a.group.clone()),
+        ("verb", a.verb.clone()),
+        ("resource", a.resource.clone()),
+        ("namespace", a.namespace.clone()),
+        ("name", a.name.clone()),
+        ("decision", a.decision.clone()),
+        ("status", a.status.map(|s| s.to_string())),
+        ("session", a.session.clone()),
+    ];
+    print_list(
+        &a.query,
+        &a.list,
+        "/v1/audit/requests",
+        params,
+        gatehouse_collector::cli::audit::requests_table,
+    )
+    .await
+}
+
+async fn sessions_list(a: &SessionListArgs) -> anyhow::Result<()> {
+    let params = vec![
+        ("user", a.user.clone()),
+        ("namespace", a.namespace.clone()),
+        ("pod", a.pod.clone()),
+        ("kind", a.kind.clone()),
+    ];
+    print_list(
+        &a.query,
+        &a.list,
+        "/v1/sessions",
+        params,
+        gatehouse_collector::cli::audit::sessions_table,
+    )
+    .await
+}
+
+async fn sessions_show(a: &SessionShowArgs) -> anyhow::Result<()> {
+    use gatehouse_collector::store::query::SessionDetail;
+    let client = query_client(&a.query).await?;
+    let id: String = form_urlencoded::byte_serialize(a.id.as_bytes()).collect();
+    let detail: SessionDetail = client.get(&format!("/v1/sessions/{id}")).await?;
+    match a.query.output {
+        Output::Table => print!("{}", gatehouse_collector::cli::audit::session_text(&detail)),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&detail)?),
+        Output::Ndjson => println!("{}", serde_json::to_string(&detail)?),
+    }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Library modules behind the `gatehouse` user CLI (login, token cache and refresh, kubectl
-//! exec credential, kubeconfig).
+//! exec credential, kubeconfig, audit queries).
 
+pub mod audit;
 pub mod cache;
 pub mod exec_credential;
 pub mod http;

@@ -87,9 +87,9 @@ pub struct MigrationReport {
     pub applied: Vec<u32>,
 }
 
-struct Ready {
-    client: Client,
-    features: ServerFeatures,
+pub(super) struct Ready {
+    pub(super) client: Client,
+    pub(super) features: ServerFeatures,
 }
 
 /// The ClickHouse [`AuditStore`].
@@ -185,7 +185,7 @@ impl ClickHouseStore {
         Ok(Ready { client, features })
     }
 
-    async fn ready(&self) -> Result<&Ready, StoreError> {
+    pub(super) async fn ready(&self) -> Result<&Ready, StoreError> {
         // A failed attempt leaves the cell empty, so the next call tries again.
         self.ready.get_or_try_init(|| self.connect()).await
     }
@@ -204,7 +204,7 @@ impl ClickHouseStore {
         .await
     }
 
-    async fn bounded<T>(
+    pub(super) async fn bounded<T>(
         &self,
         fut: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {

@@ -3,9 +3,10 @@
 //! [`AuditStore`] is what the ingest endpoint needs: insert a batch idempotently by
 //! `event_id` (a re-sent batch adds no rows) and report health. [`clickhouse`] is the real
 //! store; [`memory`] is an in-process one for tests of the ingest path. [`query`] is what
-//! the query API asks of a store.
+//! the query API asks of a store; [`clickhouse_query`] answers it from ClickHouse.
 
 pub mod clickhouse;
+pub mod clickhouse_query;
 pub mod memory;
 pub mod query;
 pub mod rows;

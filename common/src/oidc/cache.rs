@@ -75,7 +75,7 @@ mod tests {
             username: "alice".into(),
             groups: vec![],
             expires_at,
-            auth_method: gatehouse_common::audit::AuthMethod::Oidc,
+            auth_method: crate::audit::AuthMethod::Oidc,
         })
     }
 

@@ -2,7 +2,7 @@
 
 use super::jwks::{KeyStore, VerifyKey};
 use super::*;
-use crate::config::OidcConfig;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{EncodingKey, Header};
