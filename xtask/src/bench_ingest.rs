@@ -48,19 +48,16 @@ pub struct IngestOptions {
 /// Runs the whole bench.
 pub fn ingest(paths: &Paths, options: &IngestOptions) -> anyhow::Result<()> {
     util::step("building the release collector and the ingest_bench driver");
-    for args in [
-        &["-p", "gatehouse-collector", "--bin", "gatehouse-collector"][..],
-        &["-p", "gatehouse-tests", "--example", "ingest_bench"][..],
-    ] {
-        let status = util::cargo()
-            .args(["build", "--release"])
-            .args(args)
-            .current_dir(&paths.root)
-            .status()
-            .context("running cargo build --release")?;
-        if !status.success() {
-            bail!("cargo build --release {} failed", args.join(" "));
-        }
+    // One invocation: two would resolve features differently and rebuild shared crates.
+    let status = util::cargo()
+        .args(["build", "--release", "-p", "gatehouse-collector", "--bin"])
+        .args(["gatehouse-collector", "-p", "gatehouse-tests", "--example"])
+        .arg("ingest_bench")
+        .current_dir(&paths.root)
+        .status()
+        .context("running cargo build --release")?;
+    if !status.success() {
+        bail!("cargo build --release (collector, ingest_bench) failed");
     }
     let spool = if options.spool_events > 0 {
         bench_spool::run(
