@@ -238,8 +238,10 @@ pub struct Args {
     /// Key (PEM) of --collector-client-cert.
     #[arg(long, value_name = "FILE", requires = "collector_client_cert")]
     pub collector_client_key: Option<PathBuf>,
-    /// Most events in one batch to the collector.
-    #[arg(long, default_value_t = 500)]
+    /// Most events in one batch to the collector (also bounded to ~4 MiB). A quiet agent
+    /// sends what it has; the bound matters when catching up on a backlog, where larger
+    /// batches mean fewer, larger INSERTs.
+    #[arg(long, default_value_t = 5000)]
     pub ship_batch_events: usize,
     /// Batches sent to the collector before their acks arrive.
     #[arg(long, default_value_t = 4)]

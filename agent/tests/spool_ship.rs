@@ -111,6 +111,12 @@ async fn every_event_arrives_and_the_spool_empties() -> TestResult {
     assert!(left.len() <= 2, "segments left: {left:?}");
     assert_eq!(metrics.reconnects.get(), 0);
     assert_eq!(server.state.seq_violations.load(Ordering::Relaxed), 0);
+    // Nothing was ever re-sent: every batch is fresh (the collector skips its id lookup).
+    assert_eq!(
+        server.state.fresh_batches.load(Ordering::Relaxed),
+        server.state.batches.load(Ordering::Relaxed)
+    );
+    assert_eq!(server.state.fresh_repeats.load(Ordering::Relaxed), 0);
     let agents = server
         .state
         .agents
@@ -167,6 +173,8 @@ async fn a_collector_killed_and_restarted_mid_stream_loses_nothing() -> TestResu
     );
     assert!(metrics.reconnects.get() >= 1);
     assert!(server.state.streams.load(Ordering::Relaxed) >= 2);
+    // Batches re-sent after the restart are not fresh; no fresh batch repeats an event.
+    assert_eq!(server.state.fresh_repeats.load(Ordering::Relaxed), 0);
     // seq restarts from 1 on each new stream.
     assert_eq!(server.state.seq_violations.load(Ordering::Relaxed), 0);
     stop.cancel();
@@ -206,6 +214,8 @@ async fn refused_batches_are_kept_and_retried() -> TestResult {
     );
     assert!(wait_for(LIMIT, || spool.pending() == 0).await);
     assert!(metrics.reconnects.get() >= 1);
+    // Re-sends of refused batches are never marked fresh.
+    assert_eq!(server.state.fresh_repeats.load(Ordering::Relaxed), 0);
     stop.cancel();
     task.await?;
     Ok(())
@@ -294,6 +304,8 @@ async fn a_spool_reopened_mid_way_loses_nothing() -> TestResult {
         "pending {}",
         spool.pending()
     );
+    // What the first run may have sent is never marked fresh by the second.
+    assert_eq!(server.state.fresh_repeats.load(Ordering::Relaxed), 0);
     stop.cancel();
     task.await?;
     Ok(())

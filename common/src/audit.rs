@@ -7,7 +7,9 @@
 use serde::{Deserialize, Serialize};
 
 /// One audit event. Serialised with a `type` tag: `{"type":"api_request", ...}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Deserialised by [`event_de`]: the same format, without serde's buffering of every
+/// field when the tag comes first (as `Serialize` writes it).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 // Both variants are large and most events are requests: boxing would only add an allocation.
 #[allow(clippy::large_enum_variant)]
@@ -16,6 +18,109 @@ pub enum AuditEvent {
     ApiRequest(ApiRequestEvent),
     /// An exec, attach or port-forward session ended (joins its request on `session_id`).
     SessionEnd(SessionEndEvent),
+}
+
+mod event_de {
+    //! `Deserialize` for [`AuditEvent`]: serde's derive for an internally tagged enum
+    //! buffers the whole object into an intermediate tree before choosing the variant
+    //! (an allocation per field; most of the collector's decode time). When `type` is the
+    //! first key, which is how every event is written, the rest of the object goes
+    //! straight into the variant's struct; otherwise the object is buffered as JSON and
+    //! decoded the slow way.
+
+    use super::{ApiRequestEvent, AuditEvent, SessionEndEvent};
+    use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
+    use serde::{Deserialize, de::value::MapAccessDeserializer};
+    use std::fmt;
+
+    /// The `type` values.
+    #[derive(Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    enum Kind {
+        ApiRequest,
+        SessionEnd,
+    }
+
+    impl<'de> Deserialize<'de> for AuditEvent {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_map(EventVisitor)
+        }
+    }
+
+    struct EventVisitor;
+
+    /// A map key: whether it is `type` (and, if not, its text for the slow path).
+    struct Key;
+
+    impl<'de> DeserializeSeed<'de> for Key {
+        type Value = Result<(), String>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = Result<(), String>;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a field name")
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                    Ok(if v == "type" {
+                        Ok(())
+                    } else {
+                        Err(v.to_owned())
+                    })
+                }
+            }
+            d.deserialize_str(V)
+        }
+    }
+
+    impl<'de> Visitor<'de> for EventVisitor {
+        type Value = AuditEvent;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an audit event object with a \"type\"")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AuditEvent, A::Error> {
+            let first = map
+                .next_key_seed(Key)?
+                .ok_or_else(|| de::Error::missing_field("type"))?;
+            match first {
+                Ok(()) => {
+                    let kind: Kind = map.next_value()?;
+                    let rest = MapAccessDeserializer::new(map);
+                    match kind {
+                        Kind::ApiRequest => {
+                            ApiRequestEvent::deserialize(rest).map(AuditEvent::ApiRequest)
+                        }
+                        Kind::SessionEnd => {
+                            SessionEndEvent::deserialize(rest).map(AuditEvent::SessionEnd)
+                        }
+                    }
+                }
+                Err(name) => slow(name, map),
+            }
+        }
+    }
+
+    /// `type` was not first: buffer the object, then decode it.
+    fn slow<'de, A: MapAccess<'de>>(first: String, mut map: A) -> Result<AuditEvent, A::Error> {
+        let mut object = serde_json::Map::new();
+        object.insert(first, map.next_value()?);
+        while let Some(key) = map.next_key::<String>()? {
+            let value: serde_json::Value = map.next_value()?;
+            object.insert(key, value);
+        }
+        let kind = object
+            .remove("type")
+            .ok_or_else(|| de::Error::missing_field("type"))?;
+        let kind = Kind::deserialize(kind).map_err(de::Error::custom)?;
+        let rest = serde_json::Value::Object(object);
+        match kind {
+            Kind::ApiRequest => ApiRequestEvent::deserialize(rest).map(AuditEvent::ApiRequest),
+            Kind::SessionEnd => SessionEndEvent::deserialize(rest).map(AuditEvent::SessionEnd),
+        }
+        .map_err(de::Error::custom)
+    }
 }
 
 impl AuditEvent {
@@ -227,6 +332,48 @@ mod tests {
         assert_eq!(json["decision"], "allow");
         assert_eq!(serde_json::from_value::<AuditEvent>(json)?, event);
         assert_eq!(event.event_id(), "e1");
+        Ok(())
+    }
+
+    #[test]
+    fn events_decode_with_the_tag_anywhere_and_bad_ones_are_errors() -> Result<(), serde_json::Error>
+    {
+        let api = AuditEvent::ApiRequest(ApiRequestEvent {
+            event_id: "e1".into(),
+            groups: vec!["a\"b".into()],
+            exec: Some(ExecParams {
+                command: vec!["sh".into()],
+                ..ExecParams::default()
+            }),
+            ..ApiRequestEvent::default()
+        });
+        let session = AuditEvent::SessionEnd(SessionEndEvent {
+            event_id: "s1".into(),
+            kind: SessionKind::PortForward,
+            ..SessionEndEvent::default()
+        });
+        for event in [api, session] {
+            // As written (tag first): the direct path.
+            let text = serde_json::to_string(&event)?;
+            assert!(text.starts_with(r#"{"type":"#), "{text}");
+            assert_eq!(serde_json::from_str::<AuditEvent>(&text)?, event);
+            // Tag last (another writer): the buffered path.
+            let (tag, rest) = text[1..].split_once(',').unwrap_or_default();
+            let moved = format!("{{{rest}"); // rest ends with '}'
+            let moved = format!("{},{tag}}}", &moved[..moved.len() - 1]);
+            assert_eq!(serde_json::from_str::<AuditEvent>(&moved)?, event);
+        }
+        for bad in [
+            r#"{}"#,
+            r#"{"event_id":"x"}"#,
+            r#"{"type":"nope","event_id":"x"}"#,
+            r#"{"event_id":"x","type":"nope"}"#,
+            r#"{"type":"api_request","event_id":5}"#,
+            r#"{"type":"api_request"}"#,
+            r#"[1]"#,
+        ] {
+            assert!(serde_json::from_str::<AuditEvent>(bad).is_err(), "{bad}");
+        }
         Ok(())
     }
 }

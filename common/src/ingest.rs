@@ -39,6 +39,13 @@ pub struct Batch {
     pub seq: u64,
     /// The events, in spool order.
     pub events: Vec<AuditEvent>,
+    /// The agent has never sent any of these events before (not by this connection, an
+    /// earlier one, or an earlier run of the agent): the collector may skip its lookup of
+    /// already-stored `event_id`s. `false` (the default, and what older agents send) means
+    /// "may be a re-send": the collector checks. Only the agent can know this, since only
+    /// it knows what it sent; a re-send is never marked fresh.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fresh: bool,
 }
 
 /// The collector's answer to one [`Batch`].

@@ -144,6 +144,11 @@ impl ClickHouse {
         Ok(body.to_string())
     }
 
+    /// Process id of the running server (for CPU accounting in benchmarks).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether `GET /ping` answers `Ok.`.
     pub fn ping(&self) -> bool {
         let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.http_port)) else {

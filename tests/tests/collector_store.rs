@@ -136,3 +136,26 @@ async fn concurrent_resends_of_one_batch_store_it_once() -> anyhow::Result<()> {
     assert_eq!(count(&ch, "audit", "api_requests")?, 200);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fresh_batch_is_stored_without_the_lookup_and_its_resend_adds_nothing()
+-> anyhow::Result<()> {
+    let Some(ch) = ClickHouse::launch()? else {
+        return Ok(());
+    };
+    let s = store(&ch, "audit");
+    let batch = vec![api_event(1), session_event(), api_event(2)];
+    // Repeats inside a fresh batch are still stored once.
+    let mut fresh = batch.clone();
+    fresh.push(batch[0].clone());
+    let out = s.insert_fresh(&fresh).await?;
+    assert_eq!((out.inserted, out.duplicates), (3, 1));
+    assert_eq!(count(&ch, "audit", "api_requests")?, 2);
+    assert_eq!(count(&ch, "audit", "sessions")?, 1);
+    // The agent never saw the ack and re-sends: a re-send is never fresh, so it is checked.
+    let out = s.insert(&batch).await?;
+    assert_eq!((out.inserted, out.duplicates), (0, 3));
+    assert_eq!(count(&ch, "audit", "api_requests")?, 2);
+    assert_eq!(count(&ch, "audit", "sessions")?, 1);
+    Ok(())
+}

@@ -21,6 +21,22 @@ pub struct SpoolOptions {
 
 /// Builds and runs the bench, prints its table and keeps its JSON line.
 pub fn spool(paths: &Paths, options: &SpoolOptions) -> anyhow::Result<()> {
+    if let Some(json) = run(paths, options)? {
+        let dir = paths.target_dir.join("bench");
+        std::fs::create_dir_all(&dir)?;
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let file = dir.join(format!("spool-{secs}.json"));
+        std::fs::write(&file, json.to_string())?;
+        util::note(format_args!("result: {}", file.display()));
+    }
+    Ok(())
+}
+
+/// Builds and runs the bench and prints its table; returns its JSON result (`bench
+/// ingest` reports the spool's p99 from it).
+pub fn run(paths: &Paths, options: &SpoolOptions) -> anyhow::Result<Option<serde_json::Value>> {
     util::step("spool emit micro-benchmark (release)");
     let mut command = util::cargo();
     command
@@ -47,15 +63,10 @@ pub fn spool(paths: &Paths, options: &SpoolOptions) -> anyhow::Result<()> {
         "spool bench failed ({})",
         output.status
     );
-    if let Some(json) = stdout.lines().rev().find(|l| l.starts_with('{')) {
-        let dir = paths.target_dir.join("bench");
-        std::fs::create_dir_all(&dir)?;
-        let secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let file = dir.join(format!("spool-{secs}.json"));
-        std::fs::write(&file, json)?;
-        util::note(format_args!("result: {}", file.display()));
+    match stdout.lines().rev().find(|l| l.starts_with('{')) {
+        Some(json) => Ok(Some(
+            serde_json::from_str(json).context("parsing the spool bench's JSON")?,
+        )),
+        None => Ok(None),
     }
-    Ok(())
 }

@@ -11,8 +11,10 @@
 //! - [`util`]: paths every task agrees on, and running commands visibly.
 //! - [`bench`]: `bench proxy`, latency/CPU/memory of the agent vs direct vs nginx.
 //! - [`bench_spool`]: `bench spool`, the audit spool's cost on the request path.
+//! - [`bench_ingest`]: `bench ingest`, spool-to-ClickHouse throughput and the user query.
 
 mod bench;
+mod bench_ingest;
 mod bench_spool;
 mod dev;
 mod ebpf;
@@ -121,6 +123,14 @@ enum BenchCommand {
     /// writer running, batched fsync), against the 5 us p99 target. JSON goes to
     /// <target>/bench/spool-<unix-seconds>.json.
     Spool(bench_spool::SpoolOptions),
+    // --- ingest bench ---
+    /// Events/s from a pre-filled agent spool through the release collector to committed
+    /// ClickHouse rows (target 50k/s), against ClickHouse's own bulk insert of the same
+    /// rows; p50/p99 of one user's day among 10M rows (target 200 ms); the spool's emit
+    /// p99 (target 5 us). Needs clickhouse-server (`cargo xtask setup`). JSON goes to
+    /// <target>/bench/ingest-<unix-seconds>.json. Quick run: `--events 100000
+    /// --query-rows 1000000`.
+    Ingest(bench_ingest::IngestOptions),
 }
 
 fn main() -> ExitCode {
@@ -163,6 +173,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Bench(BenchCommand::Proxy(options)) => bench::proxy(&paths, &options)?,
         Command::Bench(BenchCommand::Spool(options)) => bench_spool::spool(&paths, &options)?,
+        Command::Bench(BenchCommand::Ingest(options)) => {
+            bench_ingest::ingest(&paths, &options)?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

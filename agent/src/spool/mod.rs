@@ -125,6 +125,10 @@ pub(crate) struct Inner {
     /// Bumped after each fsync, so the shipper wakes up.
     pub durable: tokio::sync::watch::Sender<u64>,
     pub metrics: SpoolMetrics,
+    /// Every unacked record at or after this was written by this run: the writer opens a
+    /// new segment, so records before it were recovered from an earlier run (which may
+    /// have sent them). With nothing recovered pending, the cursor itself.
+    pub first_own: Pos,
 }
 
 impl Inner {
@@ -220,6 +224,14 @@ impl Spool {
             broken: AtomicBool::new(false),
             durable,
             metrics,
+            first_own: if recovered.pending == 0 {
+                recovered.cursor
+            } else {
+                Pos {
+                    segment: recovered.next_segment,
+                    offset: 0,
+                }
+            },
         });
         inner.publish_bytes();
         inner.publish_pending();
@@ -300,6 +312,12 @@ impl Spool {
     /// A receiver that changes after every fsync (new records to ship).
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.durable.subscribe()
+    }
+
+    /// Where the records written by this run start; those before were recovered from an
+    /// earlier run, which may have sent them (the shipper then never marks them fresh).
+    pub fn first_own_position(&self) -> Pos {
+        self.inner.first_own
     }
 
     /// A reader starting at the cursor.

@@ -49,6 +49,13 @@ pub struct State {
     pub seq_violations: AtomicU64,
     /// `agent` names seen in batches.
     pub agents: Mutex<std::collections::HashSet<String>>,
+    /// Every event id received, in any mode (committed, refused or stalled).
+    received: Mutex<std::collections::HashSet<String>>,
+    /// Batches marked `fresh`.
+    pub fresh_batches: AtomicU64,
+    /// Events of `fresh` batches that had been received before: must stay 0 (a fresh
+    /// batch lets the collector skip its duplicate check).
+    pub fresh_repeats: AtomicU64,
 }
 
 /// The endpoint; [`IngestServer::stop`] kills the listener and every connection.
@@ -93,6 +100,9 @@ impl IngestServer {
         let state = Arc::new(State {
             mode: Mutex::new(Mode::Ack),
             committed: Mutex::new(HashMap::new()),
+            received: Mutex::new(std::collections::HashSet::new()),
+            fresh_batches: AtomicU64::new(0),
+            fresh_repeats: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             streams: AtomicU64::new(0),
@@ -261,6 +271,16 @@ async fn handle(
                 last_seq = batch.seq;
                 if let Ok(mut agents) = state.agents.lock() {
                     agents.insert(batch.agent.clone());
+                }
+                if batch.fresh {
+                    state.fresh_batches.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Ok(mut received) = state.received.lock() {
+                    for e in &batch.events {
+                        if !received.insert(e.event_id().to_string()) && batch.fresh {
+                            state.fresh_repeats.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                 }
                 let mode = state.mode.lock().map(|m| *m).unwrap_or(Mode::Ack);
                 let ack = match mode {

@@ -157,7 +157,14 @@ async fn commit_batches(
                 metrics.batches.inc();
                 metrics.events.inc_by(batch.events.len() as u64);
                 let started = Instant::now();
-                match state.store.insert(&batch.events).await {
+                // A fresh batch (never sent before, per its agent) needs no lookup of
+                // stored ids; a re-send always gets one.
+                let commit = if batch.fresh {
+                    state.store.insert_fresh(&batch.events)
+                } else {
+                    state.store.insert(&batch.events)
+                };
+                match commit.await {
                     Ok(out) => {
                         metrics
                             .commit_seconds
@@ -270,7 +277,38 @@ mod tests {
             agent: agent.into(),
             seq,
             events: ids.iter().map(|id| event(id)).collect(),
+            fresh: false,
         })?)
+    }
+
+    /// A store that counts which insert each batch went to.
+    #[derive(Default)]
+    struct RoutingStore {
+        inner: MemoryStore,
+        checked: AtomicUsize,
+        fresh: AtomicUsize,
+    }
+
+    impl AuditStore for RoutingStore {
+        fn insert<'a>(
+            &'a self,
+            events: &'a [AuditEvent],
+        ) -> BoxFuture<'a, Result<InsertOutcome, StoreError>> {
+            self.checked.fetch_add(1, Ordering::SeqCst);
+            self.inner.insert(events)
+        }
+
+        fn insert_fresh<'a>(
+            &'a self,
+            events: &'a [AuditEvent],
+        ) -> BoxFuture<'a, Result<InsertOutcome, StoreError>> {
+            self.fresh.fetch_add(1, Ordering::SeqCst);
+            self.inner.insert_fresh(events)
+        }
+
+        fn health(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+            self.inner.health()
+        }
     }
 
     fn state(store: Arc<dyn AuditStore>, max_in_flight: usize) -> Arc<IngestState> {
@@ -341,6 +379,30 @@ mod tests {
         );
         assert!(acks.next().await?.is_none());
         assert_eq!(store.events().len(), 3);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn only_batches_marked_fresh_skip_the_checked_insert()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let store = Arc::new(RoutingStore::default());
+        let (tx, _, mut acks) = open(state(store.clone(), 2), "n");
+        let fresh = frame(&Batch {
+            agent: "n".into(),
+            seq: 1,
+            events: vec![event("a"), event("b")],
+            fresh: true,
+        })?;
+        tx.send(fresh).await?;
+        tx.send(batch_frame("n", 2, &["b", "c"])?).await?;
+        drop(tx);
+        let first = acks.next().await?.ok_or("no ack")?;
+        let second = acks.next().await?.ok_or("no ack")?;
+        assert_eq!((first.seq, first.inserted), (1, 2));
+        assert_eq!((second.seq, second.inserted), (2, 1));
+        assert_eq!(store.fresh.load(Ordering::SeqCst), 1);
+        assert_eq!(store.checked.load(Ordering::SeqCst), 1);
+        assert_eq!(store.inner.events().len(), 3);
         Ok(())
     }
 

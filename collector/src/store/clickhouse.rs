@@ -11,6 +11,11 @@
 //! sort key: if two collector replicas ever raced on the same re-sent batch, merges fold the
 //! copies (the check alone is enough for one collector; the engine is the backstop).
 //!
+//! A batch its agent marks fresh (`Batch::fresh`: never sent before, see
+//! [`AuditStore::insert_fresh`]) skips the lookup: none of its ids can be stored yet, and
+//! the lookup reads the `event_id`s of the batch's whole day, so it is most of the cost of
+//! a commit on a busy day. Every re-send is checked as above.
+//!
 //! One gap remains: a commit abandoned by the store timeout may still complete inside
 //! ClickHouse after the lock is released; if the agent's retry is checked before that, the
 //! event is written twice until a merge folds it. 18.16 has no insert deduplication for
@@ -209,7 +214,12 @@ impl ClickHouseStore {
         }
     }
 
-    async fn insert_batch(&self, events: &[AuditEvent]) -> Result<InsertOutcome, StoreError> {
+    /// Commits `events`; `check`: look up which ids are already stored (see the module docs).
+    async fn insert_batch(
+        &self,
+        events: &[AuditEvent],
+        check: bool,
+    ) -> Result<InsertOutcome, StoreError> {
         let ready = self.ready().await?;
         let dt64 = ready.features.datetime64;
         let mut outcome = InsertOutcome::default();
@@ -227,13 +237,13 @@ impl ClickHouseStore {
             }
         }
         let _guard = self.write_lock.lock().await;
-        let (n, d) = insert_new(&ready.client, "api_requests", "time", api, |r| {
+        let (n, d) = insert_new(&ready.client, "api_requests", "time", api, check, |r| {
             (&r.event_id, r.time.secs())
         })
         .await?;
         outcome.inserted += n;
         outcome.duplicates += d;
-        let (n, d) = insert_new(&ready.client, "sessions", "started", sessions, |r| {
+        let (n, d) = insert_new(&ready.client, "sessions", "started", sessions, check, |r| {
             (&r.event_id, r.started.secs())
         })
         .await?;
@@ -246,13 +256,15 @@ impl ClickHouseStore {
 /// Bytes of event ids per duplicate-check query.
 const ID_CHECK_BYTES: usize = 64 * 1024;
 
-/// Inserts the rows of `rows` whose event_id is not yet in `table`; returns (inserted,
-/// already present). `key` gives a row's event_id and time in seconds.
+/// Inserts the rows of `rows` whose event_id is not yet in `table` (all of them without
+/// `check`); returns (inserted, already present). `key` gives a row's event_id and time in
+/// seconds.
 async fn insert_new<T>(
     client: &Client,
     table: &str,
     time_column: &str,
     rows: Vec<T>,
+    check: bool,
     key: impl Fn(&T) -> (&String, i64),
 ) -> Result<(u64, u64), StoreError>
 where
@@ -260,6 +272,9 @@ where
 {
     if rows.is_empty() {
         return Ok((0, 0));
+    }
+    if !check {
+        return insert_rows(client, table, &rows).await.map(|n| (n, 0));
     }
     let (mut lo, mut hi) = (i64::MAX, i64::MIN);
     let mut ids = Vec::with_capacity(rows.len());
@@ -304,14 +319,22 @@ where
     if fresh.is_empty() {
         return Ok((0, present));
     }
-    // One INSERT per table per batch: the batch is the unit the agent waits an ack for, so
-    // rows are committed (and the ack sent) when this statement returns.
+    Ok((insert_rows(client, table, &fresh).await?, present))
+}
+
+/// One INSERT of `rows` into `table`; returns how many. One per table per batch: the batch
+/// is the unit the agent waits an ack for, so rows are committed (and the ack sent) when
+/// this statement returns.
+async fn insert_rows<T>(client: &Client, table: &str, rows: &[T]) -> Result<u64, StoreError>
+where
+    T: RowOwned + RowWrite + Serialize,
+{
     let mut insert = client.insert::<T>(table).await?;
-    for r in &fresh {
+    for r in rows {
         insert.write(r).await?;
     }
     insert.end().await?;
-    Ok((fresh.len() as u64, present))
+    Ok(rows.len() as u64)
 }
 
 impl AuditStore for ClickHouseStore {
@@ -319,7 +342,14 @@ impl AuditStore for ClickHouseStore {
         &'a self,
         events: &'a [AuditEvent],
     ) -> BoxFuture<'a, Result<InsertOutcome, StoreError>> {
-        Box::pin(self.bounded(self.insert_batch(events)))
+        Box::pin(self.bounded(self.insert_batch(events, true)))
+    }
+
+    fn insert_fresh<'a>(
+        &'a self,
+        events: &'a [AuditEvent],
+    ) -> BoxFuture<'a, Result<InsertOutcome, StoreError>> {
+        Box::pin(self.bounded(self.insert_batch(events, false)))
     }
 
     fn health(&self) -> BoxFuture<'_, Result<(), StoreError>> {

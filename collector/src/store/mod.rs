@@ -52,6 +52,17 @@ pub trait AuditStore: Send + Sync + 'static {
         events: &'a [AuditEvent],
     ) -> BoxFuture<'a, Result<InsertOutcome, StoreError>>;
 
+    /// [`Self::insert`] for events their agent marked as never sent before
+    /// (`Batch::fresh`): none of them can be stored yet, so a store may skip looking up
+    /// stored `event_id`s (duplicates within `events` are still dropped). The default
+    /// checks anyway.
+    fn insert_fresh<'a>(
+        &'a self,
+        events: &'a [AuditEvent],
+    ) -> BoxFuture<'a, Result<InsertOutcome, StoreError>> {
+        self.insert(events)
+    }
+
     /// Whether the store answers now.
     fn health(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 }

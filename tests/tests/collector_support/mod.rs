@@ -445,6 +445,7 @@ pub fn batch(agent: &str, seq: u64, events: &[AuditEvent]) -> Batch {
         agent: agent.into(),
         seq,
         events: events.to_vec(),
+        fresh: false,
     }
 }
 
