@@ -65,6 +65,53 @@ async fn wait_until_stored(
     }
 }
 
+/// The agent (spool + shipper, mTLS) in front of the emulator, shipping to a collector on
+/// a fixed ingest port (so that a restarted collector comes back where the agent points).
+struct Pipeline {
+    pki: Pki,
+    ingest: std::net::SocketAddr,
+    collector: Collector,
+    _dir: tempfile::TempDir,
+    /// The agent's JSON-lines audit file: the witness of what it accepted.
+    audit: std::path::PathBuf,
+    stack: Stack,
+}
+
+impl Pipeline {
+    async fn start(ch: &ClickHouse, batch_events: usize) -> anyhow::Result<Self> {
+        let pki = Pki::new()?;
+        let (agent_cert, agent_key) = pki.agent(NODE)?.write(pki.dir.path(), "agent")?;
+        let collector_ca = pki.dir.path().join("collector-ca.crt");
+        pki.server_ca.write_cert(&collector_ca)?;
+        let ingest = free_loopback_addr()?;
+        let collector = Collector::start_on(&pki, &ch.url(), DB, ingest, &[]).await?;
+
+        let dir = tempfile::tempdir()?;
+        let audit = dir.path().join("audit.jsonl");
+        let mut options = StackOptions::new(dir.path());
+        options.agent_args = vec![
+            format!("--audit-log={}", audit.display()),
+            format!("--node-name={NODE}"),
+            format!("--spool-dir={}", dir.path().join("spool").display()),
+            format!("--collector-url=https://{ingest}"),
+            format!("--collector-ca-file={}", collector_ca.display()),
+            format!("--collector-client-cert={}", agent_cert.display()),
+            format!("--collector-client-key={}", agent_key.display()),
+            format!("--ship-batch-events={batch_events}"),
+            "--ship-backoff-max=1s".into(),
+        ];
+        let stack = Stack::start(options).await?;
+        Ok(Self {
+            pki,
+            ingest,
+            collector,
+            _dir: dir,
+            audit,
+            stack,
+        })
+    }
+}
+
 async fn requests(kubectl: &Kubectl, n: usize) -> anyhow::Result<()> {
     for _ in 0..n {
         kubectl.run(&["get", "pods", "-n", "dev"]).await?.ok()?;
@@ -78,30 +125,16 @@ async fn every_accepted_event_reaches_clickhouse_exactly_once_through_outages() 
     let Some(mut ch) = ClickHouse::launch()? else {
         return Ok(());
     };
-    let pki = Pki::new()?;
-    let (agent_cert, agent_key) = pki.agent(NODE)?.write(pki.dir.path(), "agent")?;
-    let collector_ca = pki.dir.path().join("collector-ca.crt");
-    pki.server_ca.write_cert(&collector_ca)?;
-    let ingest = free_loopback_addr()?;
-    let mut collector = Collector::start_on(&pki, &ch.url(), DB, ingest, &[]).await?;
-
-    let dir = tempfile::tempdir()?;
-    let audit = dir.path().join("audit.jsonl");
-    let mut options = StackOptions::new(dir.path());
-    options.agent_args = vec![
-        format!("--audit-log={}", audit.display()),
-        format!("--node-name={NODE}"),
-        format!("--spool-dir={}", dir.path().join("spool").display()),
-        format!("--collector-url=https://{ingest}"),
-        format!("--collector-ca-file={}", collector_ca.display()),
-        format!("--collector-client-cert={}", agent_cert.display()),
-        format!("--collector-client-key={}", agent_key.display()),
-        // Small batches and a short backoff cap, so the outages below are crossed by
-        // several batches and reconnects within the test's time.
-        "--ship-batch-events=7".into(),
-        "--ship-backoff-max=1s".into(),
-    ];
-    let stack = Stack::start(options).await?;
+    // Small batches, so the outages below are crossed by several batches and reconnects
+    // within the test's time.
+    let Pipeline {
+        pki,
+        ingest,
+        mut collector,
+        _dir,
+        audit,
+        stack,
+    } = Pipeline::start(&ch, 7).await?;
     let kubectl = Kubectl::v1_32(&stack.kubeconfig_for("alice")?)?;
 
     // 1. Everything up.
@@ -238,28 +271,14 @@ async fn ten_thousand_requests_survive_collector_kills_an_agent_restart_and_a_cl
     let Some(mut ch) = ClickHouse::launch()? else {
         return Ok(());
     };
-    let pki = Pki::new()?;
-    let (agent_cert, agent_key) = pki.agent(NODE)?.write(pki.dir.path(), "agent")?;
-    let collector_ca = pki.dir.path().join("collector-ca.crt");
-    pki.server_ca.write_cert(&collector_ca)?;
-    let ingest = free_loopback_addr()?;
-    let mut collector = Collector::start_on(&pki, &ch.url(), DB, ingest, &[]).await?;
-
-    let dir = tempfile::tempdir()?;
-    let audit = dir.path().join("audit.jsonl");
-    let mut options = StackOptions::new(dir.path());
-    options.agent_args = vec![
-        format!("--audit-log={}", audit.display()),
-        format!("--node-name={NODE}"),
-        format!("--spool-dir={}", dir.path().join("spool").display()),
-        format!("--collector-url=https://{ingest}"),
-        format!("--collector-ca-file={}", collector_ca.display()),
-        format!("--collector-client-cert={}", agent_cert.display()),
-        format!("--collector-client-key={}", agent_key.display()),
-        "--ship-batch-events=100".into(),
-        "--ship-backoff-max=1s".into(),
-    ];
-    let mut stack = Stack::start(options).await?;
+    let Pipeline {
+        pki,
+        ingest,
+        mut collector,
+        _dir,
+        audit,
+        mut stack,
+    } = Pipeline::start(&ch, 100).await?;
     let token = stack
         .issuer
         .mint_dev("alice")

@@ -17,6 +17,7 @@ pub mod token_review;
 
 use crate::metrics::IngestMetrics;
 use crate::store::AuditStore;
+use crate::tls_listener::{self, ListenerLimits};
 use bytes::Bytes;
 use gatehouse_common::ingest::{FRAMES_CONTENT_TYPE, INGEST_PATH};
 use http::{Method, Request, Response, StatusCode, header};
@@ -25,7 +26,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::graceful::GracefulShutdown;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,40 +79,14 @@ pub async fn serve(
     state: Arc<IngestState>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let graceful = GracefulShutdown::new();
     tracing::info!(listen = ?listener.local_addr().ok(), "ingest listening (TLS, h2)");
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(err) => {
-                    tracing::warn!(error = %err, "ingest accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let acceptor = acceptor.clone();
+    let limits = ListenerLimits {
+        handshake_timeout: state.config.handshake_timeout,
+        drain_timeout: state.config.drain_timeout,
+    };
+    tls_listener::serve("ingest", listener, tls, limits, shutdown, move |tls, peer, watcher| {
         let state = state.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let tls =
-                match tokio::time::timeout(state.config.handshake_timeout, acceptor.accept(tcp))
-                    .await
-                {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(err)) => {
-                        tracing::debug!(%peer, error = %err, "ingest TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "ingest TLS handshake timed out");
-                        return;
-                    }
-                };
+        async move {
             // rustls verified the chain; a certificate whose CN is empty names no agent.
             let agent: Option<Arc<str>> = tls
                 .get_ref()
@@ -132,16 +106,9 @@ pub async fn serve(
             if let Err(err) = watcher.watch(conn).await {
                 tracing::debug!(%peer, error = %err, "ingest connection ended with an error");
             }
-        });
-    }
-    drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(state.config.drain_timeout) => {
-            tracing::warn!("ingest drain deadline reached");
         }
-    }
-    Ok(())
+    })
+    .await
 }
 
 /// Routes one request of an agent connection (`cert_agent` = its certificate's CN, if any).

@@ -12,6 +12,7 @@ pub mod params;
 
 use crate::store::StoreError;
 use crate::store::query::{AuditQuery, MAX_PAGE, Page, PageRequest};
+use crate::tls_listener::{self, ListenerLimits};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use gatehouse_common::oidc::{AuthError, Authenticator, Identity};
@@ -22,7 +23,6 @@ use hyper::body::Frame;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use params::{Format, ParamError};
 use serde::Serialize;
 use std::future::Future;
@@ -103,38 +103,14 @@ pub async fn serve(
     state: Arc<ApiState>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let graceful = GracefulShutdown::new();
     tracing::info!(listen = ?listener.local_addr().ok(), "query API listening (TLS, HTTP/1.1 + h2)");
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(err) => {
-                    tracing::warn!(error = %err, "query API accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let acceptor = acceptor.clone();
+    let limits = ListenerLimits {
+        handshake_timeout: state.handshake_timeout,
+        drain_timeout: state.drain_timeout,
+    };
+    tls_listener::serve("query API", listener, tls, limits, shutdown, move |tls, peer, watcher| {
         let state = state.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let tls =
-                match tokio::time::timeout(state.handshake_timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(err)) => {
-                        tracing::debug!(%peer, error = %err, "query API TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "query API TLS handshake timed out");
-                        return;
-                    }
-                };
+        async move {
             let service = service_fn(move |req| {
                 let state = state.clone();
                 async move { Ok::<_, std::convert::Infallible>(handle(&state, req).await) }
@@ -144,16 +120,9 @@ pub async fn serve(
             if let Err(err) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(%peer, error = %err, "query API connection ended with an error");
             }
-        });
-    }
-    drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(state.drain_timeout) => {
-            tracing::warn!("query API drain deadline reached");
         }
-    }
-    Ok(())
+    })
+    .await
 }
 
 /// A `v1.Status`-like error body.
