@@ -338,7 +338,6 @@ async fn ten_thousand_requests_survive_collector_kills_an_agent_restart_and_a_cl
         want.len(),
         have.values().sum::<u64>()
     );
-    assert!(ok_seen >= LOAD_REQUESTS);
     assert_eq!(ok_rows, ok_seen, "200 rows ≠ successful requests");
 
     stack.shutdown().await;

@@ -253,11 +253,8 @@ fn readme_sql() -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn query_api_and_cli_read_the_audit_trail() -> anyhow::Result<()> {
-    let Some(ch) = ClickHouse::launch()? else {
-        return Ok(());
-    };
+/// A PKI and the test issuer with `sam` (security) and `dan` (dev); its CA file.
+async fn pki_and_issuer() -> anyhow::Result<(Pki, OidcIssuer, PathBuf)> {
     let pki = Pki::new()?;
     let issuer = OidcIssuer::start(
         vec![
@@ -269,6 +266,29 @@ async fn query_api_and_cli_read_the_audit_trail() -> anyhow::Result<()> {
     .await?;
     let ca_file = pki.dir.path().join("server-ca.crt");
     pki.server_ca.write_cert(&ca_file)?;
+    Ok((pki, issuer, ca_file))
+}
+
+/// Waits (bounded) until the collector's query API accepts connections.
+async fn wait_listening(api_addr: SocketAddr, collector: &Collector) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::net::TcpStream::connect(api_addr).await.is_err() {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "query API did not listen:\n{}",
+            collector.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn query_api_and_cli_read_the_audit_trail() -> anyhow::Result<()> {
+    let Some(ch) = ClickHouse::launch()? else {
+        return Ok(());
+    };
+    let (pki, issuer, ca_file) = pki_and_issuer().await?;
 
     // Events go in through the store the collector uses, then one not-yet-merged copy of
     // an event is added behind the store's back: it must still show once.
@@ -306,15 +326,7 @@ async fn query_api_and_cli_read_the_audit_trail() -> anyhow::Result<()> {
         ],
     )
     .await?;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while tokio::net::TcpStream::connect(api_addr).await.is_err() {
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "query API did not listen:\n{}",
-            collector.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_listening(api_addr, &collector).await?;
     let api = Api::new(&pki.server_ca.cert_pem(), api_addr)?;
     let sam = issuer.mint("sam", &["security"], Duration::from_secs(600))?;
     let dan = issuer.mint("dan", &["dev"], Duration::from_secs(600))?;
@@ -673,17 +685,7 @@ async fn query_api_and_cli_read_the_audit_trail() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn query_api_reads_the_embedded_store_the_same_way() -> anyhow::Result<()> {
     use gatehouse_collector::store::embedded::EmbeddedStore;
-    let pki = Pki::new()?;
-    let issuer = OidcIssuer::start(
-        vec![
-            DevUser::new("sam", &["security"]),
-            DevUser::new("dan", &["dev"]),
-        ],
-        &pki.server_ca,
-    )
-    .await?;
-    let ca_file = pki.dir.path().join("server-ca.crt");
-    pki.server_ca.write_cert(&ca_file)?;
+    let (pki, issuer, ca_file) = pki_and_issuer().await?;
     let store_dir = pki.dir.path().join("audit");
     {
         let (store, _) = EmbeddedStore::open(&store_dir, Duration::from_secs(20))?;
@@ -706,15 +708,7 @@ async fn query_api_reads_the_embedded_store_the_same_way() -> anyhow::Result<()>
         ],
     )
     .await?;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while tokio::net::TcpStream::connect(api_addr).await.is_err() {
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "query API did not listen:\n{}",
-            collector.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_listening(api_addr, &collector).await?;
     let api = Api::new(&pki.server_ca.cert_pem(), api_addr)?;
     let sam = issuer.mint("sam", &["security"], Duration::from_secs(600))?;
     let dan = issuer.mint("dan", &["dev"], Duration::from_secs(600))?;
