@@ -41,7 +41,9 @@ struct EksStack {
     dir: tempfile::TempDir,
 }
 
-async fn eks_stack(sts_up_at_start: bool) -> anyhow::Result<Option<EksStack>> {
+/// With `assume_role` the agent assumes `gatehouse-agent` (mapped); without, it uses the
+/// IRSA role `gatehouse-irsa` itself (then the mapped one).
+async fn eks_stack(sts_up_at_start: bool, assume_role: bool) -> anyhow::Result<Option<EksStack>> {
     let dir = tempfile::tempdir()?;
     let Some(moto) = Moto::launch(dir.path())? else {
         return Ok(None);
@@ -60,10 +62,14 @@ async fn eks_stack(sts_up_at_start: bool) -> anyhow::Result<Option<EksStack>> {
         format!("--eks-cluster-name={CLUSTER}"),
         format!("--aws-region={REGION}"),
         format!("--sts-endpoint={}", front.url()),
-        format!("--assume-role-arn={}", role("gatehouse-agent")),
-        format!("--role-session-name={SESSION}"),
-        "--external-id=gatehouse-test-external-id".into(),
     ];
+    if assume_role {
+        options.agent_args.extend([
+            format!("--assume-role-arn={}", role("gatehouse-agent")),
+            format!("--role-session-name={SESSION}"),
+            "--external-id=gatehouse-test-external-id".into(),
+        ]);
+    }
     let missing = dir.path().join("no-such-aws-file");
     options.agent_env = [
         (
@@ -86,7 +92,11 @@ async fn eks_stack(sts_up_at_start: bool) -> anyhow::Result<Option<EksStack>> {
         cluster_id: CLUSTER.into(),
         sts_endpoint: front.url(),
         mappings: vec![ArnMapping {
-            arn: role("gatehouse-agent"),
+            arn: role(if assume_role {
+                "gatehouse-agent"
+            } else {
+                "gatehouse-irsa"
+            }),
             username: "gatehouse-agent:{{SessionName}}".into(),
             groups: vec!["gatehouse:agents".into()],
         }],
@@ -188,7 +198,7 @@ fn token_for(
 
 #[tokio::test]
 async fn kubectl_through_the_agent_as_the_assumed_role() -> anyhow::Result<()> {
-    let Some(s) = eks_stack(true).await? else {
+    let Some(s) = eks_stack(true, true).await? else {
         return Ok(());
     };
     let kubectl = Kubectl::v1_32(&s.stack.kubeconfig_for("alice")?)?;
@@ -239,7 +249,7 @@ async fn kubectl_through_the_agent_as_the_assumed_role() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn forged_expired_and_unmapped_tokens_are_refused() -> anyhow::Result<()> {
-    let Some(s) = eks_stack(true).await? else {
+    let Some(s) = eks_stack(true, true).await? else {
         return Ok(());
     };
     let mapped = assume(&s.front, &role("gatehouse-agent")).await?;
@@ -324,7 +334,7 @@ async fn forged_expired_and_unmapped_tokens_are_refused() -> anyhow::Result<()> 
 
 #[tokio::test]
 async fn sts_outage_fails_closed_with_503_and_recovers() -> anyhow::Result<()> {
-    let Some(s) = eks_stack(false).await? else {
+    let Some(s) = eks_stack(false, true).await? else {
         return Ok(());
     };
     let kubectl = Kubectl::v1_32(&s.stack.kubeconfig_for("alice")?)?;
@@ -374,7 +384,7 @@ async fn sts_outage_fails_closed_with_503_and_recovers() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn one_sts_call_per_refresh_window_under_concurrent_load() -> anyhow::Result<()> {
-    let Some(s) = eks_stack(true).await? else {
+    let Some(s) = eks_stack(true, true).await? else {
         return Ok(());
     };
     let ca = std::fs::read_to_string(s.stack.ca_cert_path())?;
@@ -423,6 +433,32 @@ async fn one_sts_call_per_refresh_window_under_concurrent_load() -> anyhow::Resu
         "{:?}",
         s.front.all_calls()
     );
+    s.stack.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_irsa_role_itself_without_assume_role() -> anyhow::Result<()> {
+    let Some(s) = eks_stack(true, false).await? else {
+        return Ok(());
+    };
+    let kubectl = Kubectl::v1_32(&s.stack.kubeconfig_for("bob")?)?;
+    let out = kubectl.run(&["get", "pods", "-n", "dev"]).await?.ok()?;
+    assert!(out.stdout.contains(DEV_POD), "{}", out.stdout);
+    let log = s.stack.emulator.request_log();
+    let list = log
+        .iter()
+        .find(|r| r.path == "/api/v1/namespaces/dev/pods" && r.verb == "list")
+        .ok_or_else(|| anyhow::anyhow!("no pod list in {log:#?}"))?;
+    assert_eq!(list.user, "gatehouse-agent:irsa-session");
+    assert_eq!(list.impersonated_user.as_deref(), Some("bob"));
+    assert_eq!(
+        s.front.calls("AssumeRoleWithWebIdentity"),
+        1,
+        "{:?}",
+        s.front.all_calls()
+    );
+    assert_eq!(s.front.calls("AssumeRole"), 0, "{:?}", s.front.all_calls());
     s.stack.shutdown().await;
     Ok(())
 }

@@ -43,6 +43,9 @@ pub const TOKEN_USABLE_FOR: Duration = Duration::from_secs(10 * 60);
 /// dies with them).
 pub const CREDENTIALS_REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
 
+/// After a 401, a token is replaced only if it is at least this old.
+pub const REPRESIGN_AFTER_REJECT: Duration = Duration::from_secs(5);
+
 /// The EKS credential: the agent's bearer token, presigned with the role's credentials.
 pub struct EksCredential {
     inner: Arc<Inner>,
@@ -206,6 +209,7 @@ impl Inner {
             value: header,
             refresh_at,
             expires_at,
+            fetched_at: now,
         })
     }
 }
@@ -305,11 +309,11 @@ impl UpstreamCredential for EksCredential {
     }
 
     fn rejected(&self, sent: Option<&HeaderValue>) {
-        // A refused token is dropped (the next request presigns a new one); a second
-        // refusal of a new token is the API server's mapping, not the cache's doing.
-        if sent.is_some() {
+        // A refused token is dropped and the next request presigns a new one, but not more
+        // often than every few seconds: a role that is not mapped stays refused.
+        if let Some(sent) = sent {
             tracing::warn!("the API server refused the EKS token (401); presigning a new one");
-            self.cache.invalidate();
+            self.cache.invalidate_if_older(sent, REPRESIGN_AFTER_REJECT);
         }
     }
 }

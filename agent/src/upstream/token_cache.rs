@@ -21,6 +21,8 @@ pub struct Fresh<T> {
     pub refresh_at: SystemTime,
     /// From here on the value is never handed out.
     pub expires_at: SystemTime,
+    /// When it was obtained (set by the cache).
+    pub fetched_at: SystemTime,
 }
 
 /// Produces a new value (an error is a human-readable reason, never the secret).
@@ -99,10 +101,27 @@ impl<T: Clone + Send + Sync + 'static> RefreshingCache<T> {
         }
     }
 
+    /// Drops the cached value if it is `sent` and was fetched at least `min_age` ago, so a
+    /// source that keeps producing refused values is not asked on every request.
+    pub fn invalidate_if_older(&self, sent: &T, min_age: Duration)
+    where
+        T: PartialEq,
+    {
+        let now = (self.clock)();
+        if let Ok(mut current) = self.current.write()
+            && current.as_ref().is_some_and(|c| {
+                &c.value == sent && now.duration_since(c.fetched_at).unwrap_or_default() >= min_age
+            })
+        {
+            *current = None;
+        }
+    }
+
     // Called with `renewing` held.
     async fn renew(&self) -> Result<T, String> {
         match (self.fetch)().await {
-            Ok(fresh) => {
+            Ok(mut fresh) => {
+                fresh.fetched_at = (self.clock)();
                 let value = fresh.value.clone();
                 if let Ok(mut current) = self.current.write() {
                     *current = Some(fresh);
@@ -166,6 +185,7 @@ mod tests {
                     value: generation,
                     refresh_at: at + REFRESH,
                     expires_at: at + LIFETIME,
+                    fetched_at: at,
                 })
             })
         });
@@ -260,5 +280,14 @@ mod tests {
         assert_eq!(h.cache.get().await, Ok(1));
         h.cache.invalidate();
         assert_eq!(h.cache.get().await, Ok(2));
+        // A refusal of a value fetched just now does not renew it again at once...
+        h.cache.invalidate_if_older(&2, Duration::from_secs(5));
+        assert_eq!(h.cache.get().await, Ok(2));
+        // ...nor does a refusal of a value no longer cached; an older one does.
+        h.advance(Duration::from_secs(5));
+        h.cache.invalidate_if_older(&1, Duration::from_secs(5));
+        assert_eq!(h.cache.get().await, Ok(2));
+        h.cache.invalidate_if_older(&2, Duration::from_secs(5));
+        assert_eq!(h.cache.get().await, Ok(3));
     }
 }
