@@ -89,6 +89,61 @@ pub struct Args {
     )]
     pub upstream_in_cluster: bool,
 
+    // --- EKS upstream credential ---
+    /// The agent's own credential at the API server: `token-file` (--upstream-token-file,
+    /// or what --upstream-in-cluster / --upstream-kubeconfig provide), or `eks`: a token
+    /// presigned with a dedicated IAM role (base credentials from the AWS default chain:
+    /// IRSA web identity, EKS Pod Identity, environment; then --assume-role-arn if given).
+    /// With `eks` the URL and CA still come from --upstream-url/--upstream-ca-file or
+    /// --upstream-in-cluster, and --upstream-token-file is not used. STS unreachable: the
+    /// agent answers 503 until it is back.
+    #[arg(long, value_enum, env = "GATEHOUSE_UPSTREAM_CREDENTIAL", default_value_t = UpstreamCredentialKind::TokenFile)]
+    pub upstream_credential: UpstreamCredentialKind,
+
+    /// EKS cluster name the token is bound to (the signed `x-k8s-aws-id` header); needed
+    /// with `--upstream-credential eks`.
+    #[arg(
+        long,
+        env = "GATEHOUSE_EKS_CLUSTER_NAME",
+        value_name = "NAME",
+        required_if_eq("upstream_credential", "eks")
+    )]
+    pub eks_cluster_name: Option<String>,
+
+    /// AWS region of STS and of the token's signature (default: AWS_REGION, then
+    /// AWS_DEFAULT_REGION).
+    #[arg(long, env = "GATEHOUSE_AWS_REGION", value_name = "REGION")]
+    pub aws_region: Option<String>,
+
+    /// STS endpoint for AssumeRole and the presigned token, e.g. a VPC endpoint (default:
+    /// https://sts.<region>.amazonaws.com). The base chain's own STS call (IRSA's
+    /// AssumeRoleWithWebIdentity) follows the SDK's AWS_ENDPOINT_URL_STS.
+    #[arg(long, env = "GATEHOUSE_STS_ENDPOINT", value_name = "URL")]
+    pub sts_endpoint: Option<String>,
+
+    /// IAM role to assume with the base credentials (the role mapped to Kubernetes RBAC).
+    /// Without it the base credentials' own identity is used (e.g. the IRSA role itself).
+    #[arg(long, env = "GATEHOUSE_ASSUME_ROLE_ARN", value_name = "ARN")]
+    pub assume_role_arn: Option<String>,
+
+    /// RoleSessionName of the AssumeRole call (shows in CloudTrail and the session ARN).
+    #[arg(
+        long,
+        env = "GATEHOUSE_ROLE_SESSION_NAME",
+        value_name = "NAME",
+        default_value = "gatehouse-agent"
+    )]
+    pub role_session_name: String,
+
+    /// ExternalId of the AssumeRole call, if the role's trust policy requires one.
+    #[arg(
+        long,
+        env = "GATEHOUSE_EXTERNAL_ID",
+        value_name = "ID",
+        requires = "assume_role_arn"
+    )]
+    pub external_id: Option<String>,
+
     /// OIDC issuer URL (HTTPS). Must equal the tokens' `iss` claim; keys are discovered
     /// from <URL>/.well-known/openid-configuration.
     #[arg(long, env = "GATEHOUSE_OIDC_ISSUER_URL")]
@@ -282,6 +337,18 @@ impl Args {
             (None, true) => crate::config::UpstreamSource::InCluster,
             (None, false) => crate::config::UpstreamSource::Flags,
         };
+        // --- EKS upstream credential ---
+        config.upstream.eks = match self.upstream_credential {
+            UpstreamCredentialKind::TokenFile => None,
+            UpstreamCredentialKind::Eks => Some(crate::config::EksConfig {
+                cluster_name: self.eks_cluster_name.unwrap_or_default(),
+                region: self.aws_region,
+                sts_endpoint: self.sts_endpoint,
+                assume_role_arn: self.assume_role_arn,
+                role_session_name: self.role_session_name,
+                external_id: self.external_id,
+            }),
+        };
         config.oidc.issuer_url = self.oidc_issuer_url;
         config.oidc.ca_file = self.oidc_ca_file;
         config.oidc.client_id = self.oidc_client_id;
@@ -328,6 +395,16 @@ impl Args {
         });
         config
     }
+}
+
+// --- EKS upstream credential ---
+/// `--upstream-credential`: what the agent presents to the API server as itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UpstreamCredentialKind {
+    /// A bearer token file (or the credential of the kubeconfig / in-cluster source).
+    TokenFile,
+    /// An EKS token presigned with an IAM role's credentials.
+    Eks,
 }
 
 /// `--ops-listen`: an address, or `off`.
@@ -458,6 +535,47 @@ mod tests {
         ] {
             assert!(with(bad).is_err(), "{bad:?} accepted");
         }
+        Ok(())
+    }
+
+    // --- EKS upstream credential ---
+    #[test]
+    fn eks_credential_flags() -> Result<(), clap::Error> {
+        let base = [
+            "gatehouse-agent",
+            "--tls-cert=c",
+            "--tls-key=k",
+            "--oidc-issuer-url=https://idp",
+        ];
+        let with = |extra: &[&str]| {
+            let mut argv: Vec<&str> = base.to_vec();
+            argv.extend_from_slice(extra);
+            Args::try_parse_from(argv)
+        };
+        assert_eq!(with(&[])?.into_config().upstream.eks, None);
+        let config = with(&[
+            "--upstream-credential=eks",
+            "--eks-cluster-name=prod",
+            "--aws-region=eu-west-1",
+            "--sts-endpoint=https://sts.eu-west-1.amazonaws.com",
+            "--assume-role-arn=arn:aws:iam::111122223333:role/gatehouse",
+            "--external-id=xyz",
+        ])?
+        .into_config();
+        let eks = config.upstream.eks.ok_or_else(|| {
+            clap::Error::raw(clap::error::ErrorKind::MissingRequiredArgument, "no eks")
+        })?;
+        assert_eq!(eks.cluster_name, "prod");
+        assert_eq!(eks.role_session_name, "gatehouse-agent");
+        assert_eq!(eks.external_id.as_deref(), Some("xyz"));
+        assert!(
+            with(&["--upstream-credential=eks"]).is_err(),
+            "needs a cluster name"
+        );
+        assert!(
+            with(&["--external-id=x"]).is_err(),
+            "external id needs a role"
+        );
         Ok(())
     }
 

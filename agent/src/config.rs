@@ -113,6 +113,27 @@ pub struct UpstreamConfig {
     /// Where URL, CA and credential come from; `url`, `ca_file` and `token_file` apply to
     /// [`UpstreamSource::Flags`] only.
     pub source: UpstreamSource,
+    // --- EKS upstream credential ---
+    /// `--upstream-credential eks`: the agent's credential is an EKS token presigned with
+    /// an IAM role's credentials instead of `token_file` (URL and CA still from the source).
+    pub eks: Option<EksConfig>,
+}
+
+/// How the agent obtains its EKS token (see [`crate::upstream::eks`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EksConfig {
+    /// The cluster name the token is bound to (signed `x-k8s-aws-id` header).
+    pub cluster_name: String,
+    /// AWS region of STS; `None`: `AWS_REGION` / `AWS_DEFAULT_REGION`.
+    pub region: Option<String>,
+    /// STS endpoint for `AssumeRole` and the presigned URL; `None`: the regional endpoint.
+    pub sts_endpoint: Option<String>,
+    /// Role to assume with the base credentials; `None`: use the base credentials as they are.
+    pub assume_role_arn: Option<String>,
+    /// `RoleSessionName` of the `AssumeRole` call (shows in CloudTrail and in the ARN).
+    pub role_session_name: String,
+    /// `ExternalId` of the `AssumeRole` call, if the role's trust policy requires one.
+    pub external_id: Option<String>,
 }
 
 /// Where the upstream settings come from (exactly one).
@@ -165,6 +186,7 @@ impl Default for UpstreamConfig {
             token_file: Some(PathBuf::from(IN_CLUSTER_TOKEN_FILE)),
             connect_timeout: Duration::from_secs(5),
             source: UpstreamSource::Flags,
+            eks: None,
         }
     }
 }

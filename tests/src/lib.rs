@@ -8,6 +8,7 @@
 //!   impersonation, exec/attach/port-forward/logs with real processes).
 //! - [`pki`]: throwaway CAs and certificates written to disk.
 //! - [`oidc`]: a local OpenID Connect issuer that mints ID tokens for test users.
+//! - [`sts`]: moto's STS server behind a counting, SigV4-verifying front (EKS tests).
 //! - [`harness`]: free ports, kubeconfigs, real kubectl, launchers for the stack.
 
 pub mod clickhouse;
@@ -15,3 +16,4 @@ pub mod emulator;
 pub mod harness;
 pub mod oidc;
 pub mod pki;
+pub mod sts;

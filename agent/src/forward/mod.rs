@@ -137,10 +137,18 @@ impl Forwarder {
         let credential = &self.upstream.credential;
         let authorization = credential.authorization().await.map_err(|e| {
             tracing::error!(error = %error_chain(&e), "upstream credential unavailable");
-            ProxyError::Internal(format!(
-                "gatehouse agent cannot obtain its own upstream credential ({})",
-                credential.describe()
-            ))
+            match e {
+                // An outage of the credential's issuer (STS): fail closed, retryable.
+                crate::upstream::credential::CredentialError::Unavailable { .. } => {
+                    ProxyError::UpstreamUnavailable(format!(
+                        "gatehouse agent cannot obtain its own upstream credential: {e}"
+                    ))
+                }
+                _ => ProxyError::Internal(format!(
+                    "gatehouse agent cannot obtain its own upstream credential ({})",
+                    credential.describe()
+                )),
+            }
         })?;
         let (mut parts, body) = req.into_parts();
         parts.uri = self.upstream_uri(&parts.uri)?;

@@ -33,6 +33,15 @@ pub enum CredentialError {
         /// What went wrong (never the plugin's stdout: it may hold a token).
         reason: String,
     },
+    /// The service that issues the credential (STS for EKS) is unreachable or refused:
+    /// the agent answers 503, as when the API server itself is down.
+    #[error("{what}: {reason}")]
+    Unavailable {
+        /// The credential (its `describe()`).
+        what: String,
+        /// Why (never a secret).
+        reason: String,
+    },
 }
 
 /// The agent's own identity towards the API server.

@@ -9,13 +9,17 @@
 //!
 //! - [`credential`]: the trait and the simple credentials; [`token_file`]: a rotating
 //!   token file; [`client_cert`]: mTLS material; [`exec`]: exec credential plugins;
-//!   [`kubeconfig`]: kubeconfig parsing; [`in_cluster`]: the pod environment.
+//!   [`kubeconfig`]: kubeconfig parsing; [`in_cluster`]: the pod environment;
+//!   [`eks`]: an EKS token from an IAM role (`--upstream-credential eks`), cached by
+//!   [`token_cache`].
 
 pub mod client_cert;
 pub mod credential;
+pub mod eks;
 pub mod exec;
 pub mod in_cluster;
 pub mod kubeconfig;
+pub mod token_cache;
 pub mod token_file;
 
 use crate::config::{UpstreamConfig, UpstreamSource};
@@ -69,6 +73,9 @@ pub enum UpstreamError {
         /// What is wrong, and what to do.
         reason: String,
     },
+    /// `--upstream-credential eks` settings are unusable.
+    #[error("--upstream-credential eks: {0}")]
+    Eks(String),
     /// `--upstream-in-cluster` outside a pod.
     #[error("--upstream-in-cluster: {0}")]
     InCluster(String),
@@ -157,6 +164,18 @@ impl Upstream {
                     (resolved.url, resolved.ca, resolved.credential, source)
                 }
             };
+        // --- EKS upstream credential: replaces the source's token, keeps its URL and CA ---
+        let credential: Arc<dyn UpstreamCredential> = match &config.eks {
+            None => credential,
+            Some(_) if matches!(config.source, UpstreamSource::Kubeconfig { .. }) => {
+                return Err(UpstreamError::Eks(
+                    "not with --upstream-kubeconfig (its user may run `aws eks get-token` instead)"
+                        .into(),
+                ));
+            }
+            Some(eks) => eks::EksCredential::shared(eks, |name| std::env::var(name).ok())
+                .map_err(UpstreamError::Eks)?,
+        };
         check_url(&url, &source)?;
         let tls = client_tls(ca.as_ref(), credential.as_ref())?;
         Ok(Self {

@@ -74,6 +74,7 @@ impl Emulator {
             log: RequestLog::default(),
             runtime,
             server_address: addr.to_string(),
+            eks: std::sync::RwLock::new(None),
         });
         let admin_token = authn::random_token();
         let agent_token = authn::random_token();
@@ -140,6 +141,20 @@ impl Emulator {
     /// Adds a bearer token for `user`.
     pub fn add_token(&self, token: &str, user: UserInfo) {
         self.shared.tokens.add(token, user);
+    }
+
+    // --- EKS token authentication ---
+    /// Accepts EKS (`k8s-aws-v1.`) bearer tokens from now on, verified against STS and
+    /// mapped as `config` says; returns the authenticator (its refusals are inspectable).
+    pub fn enable_eks(
+        &self,
+        config: super::eks::EksAuthConfig,
+    ) -> anyhow::Result<Arc<super::eks::EksAuthenticator>> {
+        let authenticator = Arc::new(super::eks::EksAuthenticator::new(config)?);
+        if let Ok(mut slot) = self.shared.eks.write() {
+            *slot = Some(authenticator.clone());
+        }
+        Ok(authenticator)
     }
 
     /// Every request answered so far.

@@ -19,4 +19,9 @@ pub struct Shared {
     pub runtime: Arc<ContainerRuntime>,
     /// `host:port` the server listens on (for `/api` serverAddressByClientCIDRs).
     pub server_address: String,
+    // --- EKS token authentication ---
+    /// `k8s-aws-v1.` tokens are checked here when set ([`Emulator::enable_eks`]).
+    ///
+    /// [`Emulator::enable_eks`]: super::Emulator::enable_eks
+    pub eks: std::sync::RwLock<Option<std::sync::Arc<super::eks::EksAuthenticator>>>,
 }

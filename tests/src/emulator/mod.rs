@@ -4,7 +4,7 @@
 //! - [`api`]: the public handle ([`Emulator`], [`EmulatorConfig`]).
 //! - [`server`]: TLS listener, h2 + HTTP/1.1 with upgrades; [`router`]: the request
 //!   pipeline (authn → impersonation → RequestInfo → RBAC → dispatch → log).
-//! - [`authn`], [`impersonation`], [`rbac`], [`request_info`], [`request_log`].
+//! - [`authn`], [`eks`] (EKS tokens, as aws-iam-authenticator), [`impersonation`], [`rbac`], [`request_info`], [`request_log`].
 //! - [`discovery`], [`openapi`], [`resources`]: what the server says it serves.
 //! - [`store`], [`objects`], [`handlers`], [`writes`], [`pods`], [`reviews`]: objects and CRUD.
 //! - [`protobuf`]: decoding the protobuf bodies of kubectl's typed clients.
@@ -20,6 +20,7 @@ pub mod api;
 pub mod authn;
 pub mod context;
 pub mod discovery;
+pub mod eks;
 pub mod handlers;
 pub mod impersonation;
 pub mod objects;

@@ -89,7 +89,20 @@ async fn route(
         .extensions()
         .get::<super::authn::ClientCertUser>()
         .map(|c| c.0.clone());
-    let caller = match cert_user.or_else(|| shared.tokens.authenticate(authorization)) {
+    let mut caller = cert_user.or_else(|| shared.tokens.authenticate(authorization));
+    // --- EKS token authentication ---
+    if caller.is_none()
+        && let Some(token) = authorization
+            .and_then(|a| a.trim().strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| t.starts_with(super::eks::TOKEN_PREFIX))
+    {
+        let eks = shared.eks.read().ok().and_then(|e| e.clone());
+        if let Some(eks) = eks {
+            caller = eks.authenticate(token).await.ok();
+        }
+    }
+    let caller = match caller {
         Some(user) => user,
         None if authorization.is_none() && public(&record.path) => {
             UserInfo::new("system:anonymous", &["system:unauthenticated"])

@@ -61,6 +61,11 @@ pub struct StackOptions {
     /// listener and the agent's spool + shipper (mTLS, node name [`DEV_NODE`]). `None`:
     /// a collector without ingest, the agent keeps no spool (callers wire their own).
     pub audit_store: Option<AuditStore>,
+    // --- EKS upstream credential ---
+    /// Extra environment variables of the agent process (e.g. the AWS_* variables of IRSA).
+    /// With `--upstream-credential=eks` in `agent_args`, the stack passes no
+    /// `--upstream-token-file`.
+    pub agent_env: Vec<(String, String)>,
 }
 
 /// The node name of the stack's agent (its client certificate's CN) when it ships.
@@ -103,6 +108,7 @@ impl StackOptions {
             upstream_kubeconfig: None,
             upstream_context: None,
             audit_store: None,
+            agent_env: Vec::new(),
         }
     }
 }
@@ -144,6 +150,7 @@ pub fn find_bin_dir() -> anyhow::Result<PathBuf> {
 pub struct ChildProcess {
     name: &'static str,
     child: tokio::process::Child,
+    env: Vec<(String, String)>,
     /// Base URL it serves.
     pub url: String,
     /// File its stdout and stderr go to.
@@ -157,6 +164,7 @@ impl ChildProcess {
         args: &[String],
         url: String,
         log_path: PathBuf,
+        env: Vec<(String, String)>,
     ) -> anyhow::Result<Self> {
         // Appended to, so a restarted process keeps its predecessor's log.
         let log = std::fs::OpenOptions::new()
@@ -166,6 +174,7 @@ impl ChildProcess {
             .with_context(|| format!("opening {}", log_path.display()))?;
         let child = tokio::process::Command::new(program)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -175,6 +184,7 @@ impl ChildProcess {
         Ok(Self {
             name,
             child,
+            env,
             url,
             log_path,
         })
@@ -249,6 +259,7 @@ impl ChildProcess {
             args,
             self.url.clone(),
             self.log_path.clone(),
+            self.env.clone(),
         )?;
         *self = next;
         Ok(())
@@ -360,6 +371,7 @@ impl Stack {
             &collector_args,
             format!("http://{collector_addr}"),
             dir.join("collector.log"),
+            Vec::new(),
         )?;
 
         let agent_addr = free_loopback_addr()?;
@@ -376,11 +388,20 @@ impl Stack {
                     args.push(format!("--upstream-context={context}"));
                 }
             }
-            None => args.extend([
-                format!("--upstream-url={}", emulator.url()),
-                format!("--upstream-ca-file={}", emulator.ca_cert_path().display()),
-                format!("--upstream-token-file={}", agent_token.display()),
-            ]),
+            None => {
+                args.extend([
+                    format!("--upstream-url={}", emulator.url()),
+                    format!("--upstream-ca-file={}", emulator.ca_cert_path().display()),
+                ]);
+                // --- EKS upstream credential: the agent brings its own ---
+                if !options
+                    .agent_args
+                    .iter()
+                    .any(|a| a == "--upstream-credential=eks")
+                {
+                    args.push(format!("--upstream-token-file={}", agent_token.display()));
+                }
+            }
         }
         args.extend([
             format!("--oidc-issuer-url={}", issuer.issuer_url()),
@@ -409,6 +430,7 @@ impl Stack {
             &args,
             format!("https://{agent_addr}"),
             dir.join("agent.log"),
+            options.agent_env.clone(),
         )?;
 
         let client = https_client(&ca.cert_pem())?;
