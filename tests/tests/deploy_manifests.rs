@@ -506,14 +506,33 @@ fn container_args_are_flags_of_the_binaries() -> Result<()> {
             .map(|m| m.keys().cloned().collect())
             .unwrap_or_default();
         helps[binary].check(binary, &args, &env, &mut errors);
+        let args: Vec<String> = args.iter().map(|a| interpolate(a)).collect();
+        helps[binary].check_values(&format!("compose {service}"), &args, &mut errors);
     }
     if !errors.is_empty() {
         bail!(
-            "flags not known to the binaries:\n  {}",
+            "arguments the binaries do not take:\n  {}",
             errors.join("\n  ")
         );
     }
     Ok(())
+}
+
+/// Compose's `${VAR:-default}` becomes the default, `${VAR:?message}` a placeholder value.
+fn interpolate(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        let Some(len) = rest[start..].find('}') else {
+            break;
+        };
+        out.push_str(&rest[..start]);
+        let inner = &rest[start + 2..start + len];
+        out.push_str(inner.split_once(":-").map_or("placeholder", |(_, d)| d));
+        rest = &rest[start + len + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 #[test]

@@ -160,7 +160,11 @@ pub fn container_port(container: &Value, port_name: &str) -> Option<u64> {
 /// Flags (`--name`) and environment variables (`[env: NAME=]`) a binary's `--help` lists.
 #[derive(Debug, Default)]
 pub struct Help {
+    /// The binary, to parse argument values with.
+    pub binary: PathBuf,
+    /// `--flag` names.
     pub flags: BTreeSet<String>,
+    /// Environment variables it reads.
     pub env: BTreeSet<String>,
 }
 
@@ -172,7 +176,10 @@ impl Help {
             .with_context(|| format!("running {} --help", binary.display()))?;
         ensure!(out.status.success(), "{} --help failed", binary.display());
         let text = String::from_utf8_lossy(&out.stdout);
-        let mut help = Help::default();
+        let mut help = Help {
+            binary: binary.to_path_buf(),
+            ..Help::default()
+        };
         for line in text.lines() {
             let line = line.trim_start();
             if let Some(rest) = line.strip_prefix("--") {
@@ -207,6 +214,24 @@ impl Help {
             binary.display()
         );
         Ok(help)
+    }
+
+    /// Parses `args` with the binary itself: clap checks every value while it parses, and
+    /// a trailing `--help` then exits 0 instead of starting it. Conflicts between flags are
+    /// not checked this way (help wins over them).
+    pub fn check_values(&self, name: &str, args: &[String], errors: &mut Vec<String>) {
+        let out = Command::new(&self.binary).args(args).arg("--help").output();
+        match out {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => errors.push(format!(
+                "{name} refuses these arguments: {}",
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+            )),
+            Err(e) => errors.push(format!("{name}: cannot run: {e}")),
+        }
     }
 
     /// Checks one container's args and `GATEHOUSE_*`/`NODE_NAME` variables.
@@ -265,13 +290,17 @@ pub fn check_object_flags(
             let Some(help) = helps.get(binary) else {
                 continue;
             };
-            let args: Vec<String> = strings(c, "/args").into_iter().collect();
+            let args: Vec<String> = array(c, "/args")
+                .iter()
+                .map(|a| a.as_str().unwrap_or_default().to_string())
+                .collect();
             let env: Vec<String> = array(c, "/env")
                 .iter()
                 .map(|e| str_at(e, "/name").to_string())
                 .collect();
             let mut local = Vec::new();
             help.check(binary, &args, &env, &mut local);
+            help.check_values(binary, &args, &mut local);
             errors.extend(local.into_iter().map(|e| format!("{what}: {e}")));
             checked += 1;
         }
