@@ -216,11 +216,18 @@ impl Help {
         Ok(help)
     }
 
-    /// Parses `args` with the binary itself: clap checks every value while it parses, and
-    /// a trailing `--help` then exits 0 instead of starting it. Conflicts between flags are
-    /// not checked this way (help wins over them).
+    /// Parses `args` with the binary itself, twice. With a trailing `--help`, clap checks
+    /// every value and then exits 0. Without it, clap also checks the relations between
+    /// flags (`requires`, `conflicts_with`: a usage error exits 2); the run is made
+    /// harmless first: absolute paths move under a scratch directory that does not exist
+    /// (so the binary stops at the first file it needs), listen addresses become
+    /// `127.0.0.1:0`, and the environment is empty (no in-cluster variables).
     pub fn check_values(&self, name: &str, args: &[String], errors: &mut Vec<String>) {
-        let out = Command::new(&self.binary).args(args).arg("--help").output();
+        let out = Command::new(&self.binary)
+            .args(args)
+            .arg("--help")
+            .env_clear()
+            .output();
         match out {
             Ok(out) if out.status.success() => {}
             Ok(out) => errors.push(format!(
@@ -232,6 +239,58 @@ impl Help {
             )),
             Err(e) => errors.push(format!("{name}: cannot run: {e}")),
         }
+        if let Err(e) = self.check_usage(name, args, errors) {
+            errors.push(format!("{name}: cannot run: {e:#}"));
+        }
+    }
+
+    fn check_usage(&self, name: &str, args: &[String], errors: &mut Vec<String>) -> Result<()> {
+        let scratch = tempfile::tempdir()?;
+        let nowhere = scratch.path().join("absent");
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| match a.split_once('=') {
+                Some((flag, value)) if value.starts_with('/') => {
+                    format!("{flag}={}{value}", nowhere.display())
+                }
+                Some((flag, value)) if value.starts_with("0.0.0.0:") => {
+                    format!("{flag}=127.0.0.1:0")
+                }
+                _ => a.clone(),
+            })
+            .collect();
+        let mut child = Command::new(&self.binary)
+            .args(&args)
+            .env_clear()
+            .env("HOME", scratch.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        // Not a timing assertion: a binary that got past its arguments and is still running
+        // (found every file it needed) is killed; only exit code 2 (usage) counts.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                child.kill()?;
+                child.wait()?;
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        if status.and_then(|s| s.code()) == Some(2) {
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                std::io::Read::read_to_string(&mut pipe, &mut stderr)?;
+            }
+            errors.push(format!(
+                "{name}: usage error: {}",
+                stderr.lines().next().unwrap_or("")
+            ));
+        }
+        Ok(())
     }
 
     /// Checks one container's args and `GATEHOUSE_*`/`NODE_NAME` variables.
