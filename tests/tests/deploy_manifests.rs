@@ -820,3 +820,106 @@ fn compose_file_wires_the_three_services() -> Result<()> {
     );
     Ok(())
 }
+
+/// `object` read as the API type `T` and written back: a misspelled or misplaced field
+/// disappears, a wrongly typed one fails to parse.
+fn round_trip<T>(object: &Value) -> Result<Value>
+where
+    T: serde::de::DeserializeOwned + serde::Serialize,
+{
+    let typed: T = serde_json::from_value(object.clone())?;
+    Ok(serde_json::to_value(typed)?)
+}
+
+/// Where `written` has something `typed` (its round trip) lost or changed, as a JSON
+/// pointer; `None` when everything survived. The round trip may add fields (e.g. the
+/// `apiVersion` of a volume claim template): those are not differences.
+fn lost_in_round_trip(written: &Value, typed: &Value, at: &str) -> Option<String> {
+    match (written, typed) {
+        (Value::Object(w), Value::Object(t)) => w.iter().find_map(|(k, v)| match t.get(k) {
+            Some(tv) => lost_in_round_trip(v, tv, &format!("{at}/{k}")),
+            None => Some(format!("{at}/{k}")),
+        }),
+        (Value::Array(w), Value::Array(t)) if w.len() == t.len() => w
+            .iter()
+            .zip(t)
+            .enumerate()
+            .find_map(|(i, (wv, tv))| lost_in_round_trip(wv, tv, &format!("{at}/{i}"))),
+        _ if written == typed => None,
+        _ => Some(at.to_string()),
+    }
+}
+
+#[test]
+fn built_in_objects_match_the_kubernetes_api_schema() -> Result<()> {
+    use k8s_openapi::api::{apps, core, networking, policy, rbac};
+    let mut renders = vec![
+        ("helm rendering".to_string(), helm_rendering()?),
+        (
+            "agent-impersonation-rbac.yaml".to_string(),
+            parse_yaml(
+                &read("deploy/agent-impersonation-rbac.yaml")?,
+                "deploy/agent-impersonation-rbac.yaml",
+            )?,
+        ),
+    ];
+    for tree in TREES {
+        let Some(objects) = kustomize(tree)? else {
+            return Ok(());
+        };
+        renders.push((tree.to_string(), objects));
+    }
+    let mut errors = Vec::new();
+    for (what, objects) in &renders {
+        for o in objects {
+            let back = match (str_at(o, "/apiVersion"), kind(o)) {
+                ("v1", "Namespace") => round_trip::<core::v1::Namespace>(o),
+                ("v1", "ServiceAccount") => round_trip::<core::v1::ServiceAccount>(o),
+                ("v1", "Service") => round_trip::<core::v1::Service>(o),
+                ("v1", "ConfigMap") => round_trip::<core::v1::ConfigMap>(o),
+                ("apps/v1", "DaemonSet") => round_trip::<apps::v1::DaemonSet>(o),
+                ("apps/v1", "Deployment") => round_trip::<apps::v1::Deployment>(o),
+                ("apps/v1", "StatefulSet") => round_trip::<apps::v1::StatefulSet>(o),
+                ("rbac.authorization.k8s.io/v1", "ClusterRole") => {
+                    round_trip::<rbac::v1::ClusterRole>(o)
+                }
+                ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+                    round_trip::<rbac::v1::ClusterRoleBinding>(o)
+                }
+                ("networking.k8s.io/v1", "NetworkPolicy") => {
+                    round_trip::<networking::v1::NetworkPolicy>(o)
+                }
+                ("policy/v1", "PodDisruptionBudget") => {
+                    round_trip::<policy::v1::PodDisruptionBudget>(o)
+                }
+                // CRDs of cert-manager and the Prometheus Operator: their schemas are not
+                // in k8s-openapi; the other tests check the fields Gatehouse relies on.
+                ("cert-manager.io/v1", "Certificate" | "Issuer")
+                | ("monitoring.coreos.com/v1", "ServiceMonitor") => continue,
+                (api, k) => {
+                    errors.push(format!("{what}: unexpected {api} {k} {}", name(o)));
+                    continue;
+                }
+            };
+            match back {
+                Ok(back) => {
+                    if let Some(at) = lost_in_round_trip(o, &back, "") {
+                        errors.push(format!(
+                            "{what}: {} {}: not in the API schema (or wrongly typed) at {at}",
+                            kind(o),
+                            name(o)
+                        ));
+                    }
+                }
+                Err(e) => errors.push(format!("{what}: {} {}: {e:#}", kind(o), name(o))),
+            }
+        }
+    }
+    if !errors.is_empty() {
+        bail!(
+            "objects the API server would not take as written:\n  {}",
+            errors.join("\n  ")
+        );
+    }
+    Ok(())
+}
