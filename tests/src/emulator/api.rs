@@ -74,6 +74,7 @@ impl Emulator {
             log: RequestLog::default(),
             runtime,
             server_address: addr.to_string(),
+            gzip_min_bytes: std::sync::atomic::AtomicUsize::new(usize::MAX),
         });
         let admin_token = authn::random_token();
         let agent_token = authn::random_token();
@@ -140,6 +141,20 @@ impl Emulator {
     /// Adds a bearer token for `user`.
     pub fn add_token(&self, token: &str, user: UserInfo) {
         self.shared.tokens.add(token, user);
+    }
+
+    // --- masking tests ---
+    /// Gzips complete responses of at least `bytes` to clients that accept gzip, as the
+    /// API server does for large ones (`usize::MAX`: never, the default).
+    pub fn set_gzip_min_bytes(&self, bytes: usize) {
+        self.shared
+            .gzip_min_bytes
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Serves `pods/log` in frames of at most `bytes` (0: one frame per line).
+    pub fn set_log_chunk_bytes(&self, bytes: usize) {
+        self.shared.runtime.set_log_chunk_bytes(bytes);
     }
 
     /// Every request answered so far.

@@ -19,4 +19,8 @@ pub struct Shared {
     pub runtime: Arc<ContainerRuntime>,
     /// `host:port` the server listens on (for `/api` serverAddressByClientCIDRs).
     pub server_address: String,
+    // --- masking tests ---
+    /// Smallest complete response gzipped for clients sending `Accept-Encoding: gzip`
+    /// (`usize::MAX`: never, the default; the API server's own threshold is 128 KiB).
+    pub gzip_min_bytes: std::sync::atomic::AtomicUsize,
 }
