@@ -163,6 +163,7 @@ fn mask_table(profile: &Profile, table: &mut Value) -> bool {
 }
 
 #[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 mod tests {
     use super::*;
     use crate::mask::profile::{ProfileSpec, default_spec};

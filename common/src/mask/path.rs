@@ -192,6 +192,7 @@ fn apply_suffixes(
 }
 
 #[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 mod tests {
     use super::*;
     use serde_json::json;

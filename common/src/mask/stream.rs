@@ -96,6 +96,7 @@ impl JsonStreamMasker {
 }
 
 #[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 mod tests {
     use super::*;
     use crate::mask::MARKER_BASE64;

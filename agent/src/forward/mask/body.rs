@@ -16,7 +16,7 @@ pub enum Masker {
     /// JSON documents (objects, lists, watch events).
     Json(JsonStreamMasker),
     /// Free text (`pods/log`).
-    Text(TextMasker),
+    Text(Box<TextMasker>),
 }
 
 impl Masker {
@@ -214,6 +214,7 @@ impl hyper::body::Body for MaskedBody {
 }
 
 #[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 mod tests {
     use super::*;
     use flate2::write::GzEncoder;

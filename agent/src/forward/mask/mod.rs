@@ -174,7 +174,7 @@ impl Plan {
             Masker::Json(JsonStreamMasker::new(self.profile.clone(), self.limit))
         } else if text {
             match &self.profile.text {
-                Some(detectors) => Masker::Text(TextMasker::new(detectors.clone())),
+                Some(detectors) => Masker::Text(Box::new(TextMasker::new(detectors.clone()))),
                 // Nothing to look for in text: send it as it is.
                 None => return Ok(Response::from_parts(parts, body)),
             }
@@ -266,6 +266,7 @@ fn json_only_accept(headers: &HeaderMap) -> HeaderValue {
 }
 
 #[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 mod tests {
     use super::*;
 
