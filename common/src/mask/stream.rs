@@ -39,11 +39,19 @@ impl JsonStreamMasker {
 
     /// Takes a chunk; writes every document it completes to `out`, masked.
     pub fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<()> {
-        self.buf.extend_from_slice(input);
         // The API server ends every document (and every watch event) with a newline, so
         // only a chunk with one can complete a document: no re-parsing per chunk.
-        if input.contains(&b'\n') {
-            self.drain(out)?;
+        let completes = input.contains(&b'\n');
+        if self.buf.is_empty() && completes {
+            // Parse straight from the input; keep only an incomplete tail.
+            let used = drain(&self.profile, self.consumed, input, out)?;
+            self.consumed += used;
+            self.buf.extend_from_slice(&input[used..]);
+        } else {
+            self.buf.extend_from_slice(input);
+            if completes {
+                self.drain_buf(out)?;
+            }
         }
         if self.buf.len() > self.limit {
             return Err(MaskError::TooLarge(self.limit));
@@ -53,7 +61,7 @@ impl JsonStreamMasker {
 
     /// Ends the stream: the rest must be complete documents (or whitespace).
     pub fn finish(&mut self, out: &mut Vec<u8>) -> Result<()> {
-        self.drain(out)?;
+        self.drain_buf(out)?;
         if self.buf.iter().any(|b| !b.is_ascii_whitespace()) {
             return Err(MaskError::Truncated);
         }
@@ -61,37 +69,40 @@ impl JsonStreamMasker {
         Ok(())
     }
 
-    fn drain(&mut self, out: &mut Vec<u8>) -> Result<()> {
-        let mut docs = serde_json::Deserializer::from_slice(&self.buf).into_iter::<Value>();
-        let mut used = 0;
-        loop {
-            match docs.next() {
-                Some(Ok(mut doc)) => {
-                    used = docs.byte_offset();
-                    mask_document(&self.profile, &mut doc);
-                    serde_json::to_writer(&mut *out, &doc).map_err(|e| MaskError::Json {
-                        offset: self.consumed + used,
-                        reason: e.to_string(),
-                    })?;
-                    out.push(b'\n');
-                }
-                Some(Err(e)) if e.is_eof() => break,
-                Some(Err(e)) => {
-                    // The parser's message carries a position, never the content.
-                    return Err(MaskError::Json {
-                        offset: self.consumed + docs.byte_offset(),
-                        reason: e.to_string(),
-                    });
-                }
-                None => {
-                    used = self.buf.len();
-                    break;
-                }
-            }
-        }
+    fn drain_buf(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        let used = drain(&self.profile, self.consumed, &self.buf, out)?;
         self.buf.drain(..used);
         self.consumed += used;
         Ok(())
+    }
+}
+
+/// Masks every complete document at the start of `data` into `out`; returns the bytes
+/// used (`consumed` is the stream offset of `data`, for error messages).
+fn drain(profile: &Profile, consumed: usize, data: &[u8], out: &mut Vec<u8>) -> Result<usize> {
+    let mut docs = serde_json::Deserializer::from_slice(data).into_iter::<Value>();
+    let mut used = 0;
+    loop {
+        match docs.next() {
+            Some(Ok(mut doc)) => {
+                used = docs.byte_offset();
+                mask_document(profile, &mut doc);
+                serde_json::to_writer(&mut *out, &doc).map_err(|e| MaskError::Json {
+                    offset: consumed + used,
+                    reason: e.to_string(),
+                })?;
+                out.push(b'\n');
+            }
+            Some(Err(e)) if e.is_eof() => return Ok(used),
+            Some(Err(e)) => {
+                // The parser's message carries a position, never the content.
+                return Err(MaskError::Json {
+                    offset: consumed + docs.byte_offset(),
+                    reason: e.to_string(),
+                });
+            }
+            None => return Ok(data.len()),
+        }
     }
 }
 

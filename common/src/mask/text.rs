@@ -75,6 +75,9 @@ pub struct TextDetectors {
     actions: Vec<Action>,
     regex: Regex,
     dfa: DFA,
+    /// Bytes a match can start with (whatever precedes them): the hold-back check skips
+    /// every other position without running the DFA.
+    starts: [bool; 256],
 }
 
 impl TextDetectors {
@@ -126,11 +129,13 @@ impl TextDetectors {
                 pattern: patterns.join(" | "),
                 reason: e.to_string(),
             })?;
+        let starts = start_bytes(&dfa);
         Ok(Self {
             names,
             actions,
             regex,
             dfa,
+            starts,
         })
     }
 
@@ -153,6 +158,30 @@ impl TextDetectors {
         masker.finish(&mut out);
         out
     }
+}
+
+/// The bytes after which an anchored search is not immediately dead, for every kind of
+/// look-behind (none, word, non-word, line ends, non-ASCII). Unknown answers count as
+/// possible starts.
+fn start_bytes(dfa: &DFA) -> [bool; 256] {
+    let mut starts = [false; 256];
+    let mut cache = dfa.create_cache();
+    let contexts: [&[u8]; 6] = [b"", b"a", b" ", b"\n", b"\r", b"\x80"];
+    for before in contexts {
+        let input = Input::new(before)
+            .span(before.len()..before.len())
+            .anchored(Anchored::Yes);
+        let Ok(start) = dfa.start_state_forward(&mut cache, &input) else {
+            return [true; 256];
+        };
+        for b in 0..=255u8 {
+            let possible = dfa
+                .next_state(&mut cache, start, b)
+                .map_or(true, |next| !next.is_dead());
+            starts[usize::from(b)] |= possible;
+        }
+    }
+    starts
 }
 
 /// Masks one byte stream (one log, one exec channel). Cheap to create per stream.
@@ -231,6 +260,7 @@ impl TextMasker {
     fn process(&mut self, out: &mut Vec<u8>, at_end: bool) {
         let len = self.buf.len();
         let mut pos = self.start;
+        let mut cached_hold = None;
         loop {
             if self.in_pem {
                 match find(&self.buf[pos..len], PEM_END) {
@@ -250,11 +280,13 @@ impl TextMasker {
             if pos >= len {
                 break;
             }
-            let hold = if at_end {
-                len
-            } else {
-                self.earliest_live(pos, len)
+            // The earliest live position only moves when a match ends past it.
+            let hold = match cached_hold {
+                Some(h) if h >= pos => h,
+                _ if at_end => len,
+                _ => self.earliest_live(pos, len),
             };
+            cached_hold = Some(hold);
             let input = Input::new(&self.buf[..len]).span(pos..len);
             self.detectors.regex.search_captures(&input, &mut self.caps);
             let found = self.caps.get_match().filter(|m| m.start() < hold);
@@ -299,7 +331,9 @@ impl TextMasker {
     /// or `len` when there is none. Only the last [`MAX_HOLD_BACK`] bytes are considered.
     fn earliest_live(&mut self, pos: usize, len: usize) -> usize {
         let from = pos.max(len.saturating_sub(MAX_HOLD_BACK));
-        (from..len).find(|&i| self.live_from(i, len)).unwrap_or(len)
+        (from..len)
+            .find(|&i| self.detectors.starts[usize::from(self.buf[i])] && self.live_from(i, len))
+            .unwrap_or(len)
     }
 
     /// Whether an anchored search from `i` is still alive after the last byte.
