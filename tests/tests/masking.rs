@@ -496,3 +496,52 @@ async fn an_oversized_response_is_refused_not_sent_unmasked() -> anyhow::Result<
     stack.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_profile_file_and_default_profile_flag_choose_what_is_masked() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let profiles = dir.path().join("mask-profiles.yaml");
+    std::fs::write(
+        &profiles,
+        r#"
+profiles:
+  - name: flags-only
+    kinds:
+      - kind: ConfigMap
+        paths: ["data.~^FEATURE_"]
+    lastAppliedConfiguration: false
+    text:
+      detectors: []
+"#,
+    )?;
+    let mut options = StackOptions::new(dir.path());
+    options.agent_args.extend([
+        format!("--mask-profiles={}", profiles.display()),
+        "--default-mask-profile=flags-only".to_string(),
+    ]);
+    let stack = Stack::start(options).await?;
+    let kubectl = Kubectl::v1_32(&stack.kubeconfig_for("bob")?)?;
+    let out = kubectl
+        .run(&["get", "configmap", "web-config", "-n", "dev", "-o", "json"])
+        .await?
+        .ok()?;
+    let cm: serde_json::Value = serde_json::from_str(&out.stdout)?;
+    assert_eq!(cm["data"]["FEATURE_FLAGS"], MARKER, "{}", out.stdout);
+    assert_eq!(cm["data"]["LOG_LEVEL"], "debug");
+    // This profile has no Secret rule: the file's profile, not the built-in, applied.
+    let out = kubectl
+        .run(&[
+            "get",
+            "secret",
+            "db-credentials",
+            "-n",
+            "prod",
+            "-o",
+            "jsonpath={.data.password}",
+        ])
+        .await?
+        .ok()?;
+    assert_eq!(out.stdout.trim(), PASSWORD_B64);
+    stack.shutdown().await;
+    Ok(())
+}

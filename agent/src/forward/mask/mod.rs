@@ -302,6 +302,40 @@ mod tests {
         );
     }
 
+    fn ctx(method: http::Method, path: &str) -> RequestContext {
+        let req = http::Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .body(())
+            .unwrap();
+        let mut ctx = RequestContext::new(&req, "127.0.0.1:1".parse().unwrap());
+        let uri: http::Uri = path.parse().unwrap();
+        ctx.info = Some(crate::classify::classify(&method, uri.path(), uri.query()).unwrap());
+        ctx
+    }
+
+    #[test]
+    fn plans_cover_resource_reads_and_skip_discovery_sessions_and_head() {
+        let masking = Masking::load(&MaskConfig::default()).unwrap();
+        let plan = |m: http::Method, p: &str| masking.plan(&ctx(m, p)).unwrap();
+        let get = http::Method::GET;
+        assert!(plan(get.clone(), "/api/v1/namespaces/prod/secrets/db").is_some());
+        let watch = plan(get.clone(), "/api/v1/secrets?watch=true").unwrap();
+        assert!(watch.streaming);
+        let logs = plan(get.clone(), "/api/v1/namespaces/dev/pods/p/log?follow=true").unwrap();
+        assert!(logs.streaming);
+        assert!(plan(get.clone(), "/api/v1/namespaces/dev/pods/p/exec?command=sh").is_none());
+        assert!(plan(get.clone(), "/openapi/v2").is_none());
+        assert!(plan(get, "/version").is_none());
+        assert!(plan(http::Method::HEAD, "/api/v1/secrets").is_none());
+        // A rule naming an unknown profile fails closed.
+        let mut c = ctx(http::Method::GET, "/api/v1/secrets");
+        c.mask_profile = Some("missing".into());
+        assert!(masking.plan(&c).is_err());
+        c.mask_profile = Some(NO_MASKING.into());
+        assert!(masking.plan(&c).unwrap().is_none());
+    }
+
     #[test]
     fn an_unknown_default_profile_is_refused_at_startup() {
         let config = MaskConfig {
