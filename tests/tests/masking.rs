@@ -468,6 +468,30 @@ async fn gzip_responses_are_decoded_then_masked() -> anyhow::Result<()> {
     assert_eq!(list["items"][0]["data"]["password"], MARKER_B64);
     assert_masked("gzip list", &String::from_utf8_lossy(&body));
 
+    // A client that accepts only protobuf gets JSON: protobuf cannot be masked by field.
+    let only_protobuf = http::Request::get(format!(
+        "{}{path}/db-credentials",
+        stack.agent_url().trim_end_matches('/')
+    ))
+    .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
+    .header(http::header::ACCEPT, "application/vnd.kubernetes.protobuf")
+    .body(Empty::<Bytes>::new())?;
+    let resp = client.request(only_protobuf).await?;
+    assert_eq!(resp.status(), 200);
+    let content_type = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
+    let secret: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await?.to_bytes())?;
+    assert_eq!(secret["data"]["password"], MARKER_B64);
+
     // kubectl (which asks for gzip itself) still works and sees masked data.
     let kubectl = Kubectl::v1_32(&stack.kubeconfig_for("bob")?)?;
     let out = kubectl
