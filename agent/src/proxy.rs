@@ -160,6 +160,16 @@ impl Proxy {
             )));
         }
 
+        // mask: decided after policy (which may name the profile), set up before
+        // forwarding (the API server must be asked for JSON), applied to the response.
+        let mask_plan = match &self.masking {
+            Some(masking) => masking.plan(ctx)?,
+            None => None,
+        };
+        if let Some(plan) = &mask_plan {
+            plan.prepare_request(req.headers_mut());
+        }
+
         // 4. forward last, as the agent's credential impersonating the verified identity.
         // Exec, attach and port-forward: the relay finishes this template as the one
         // SessionEnd event of the session.
@@ -172,15 +182,6 @@ impl Proxy {
             .info
             .as_ref()
             .is_some_and(classify::RequestInfo::is_long_lived_stream);
-        // 5. mask: decided after policy (which may name the profile), set up before
-        //    forwarding (the API server must be asked for JSON), applied to the response.
-        let mask_plan = match &self.masking {
-            Some(masking) => masking.plan(ctx)?,
-            None => None,
-        };
-        if let Some(plan) = &mask_plan {
-            plan.prepare_request(req.headers_mut());
-        }
         let resp = self
             .forwarder
             .forward(req, &identity, &ctx.request_id, long_lived, session)
