@@ -305,6 +305,25 @@ pub struct Args {
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
     pub ship_backoff_max: Duration,
 
+    // --- masking ---
+    /// YAML file of named masking profiles (`profiles: [{name, kinds, text, ...}]`); a
+    /// built-in `default` profile exists unless the file redefines it.
+    #[arg(long, env = "GATEHOUSE_MASK_PROFILES", value_name = "FILE")]
+    pub mask_profiles: Option<PathBuf>,
+    /// Masking profile for requests whose policy rule names none; `none` turns masking
+    /// off for them.
+    #[arg(
+        long,
+        env = "GATEHOUSE_DEFAULT_MASK_PROFILE",
+        default_value = "default"
+    )]
+    pub default_mask_profile: String,
+    /// Largest non-streaming response masked (after decompression). Larger responses are
+    /// refused with an error, never sent unmasked; watches and logs stream and have no limit
+    /// beyond one watch event.
+    #[arg(long, value_parser = parse_bytes, default_value = "64Mi")]
+    pub mask_body_limit: u64,
+
     // --- runtime ---
     /// Threads serving requests. The default, 2, is fixed rather than one per core: a node
     /// agent's load is one node's kubectl traffic, and every extra idle worker is one more
@@ -383,6 +402,11 @@ impl Args {
             full_policy: self.spool_full,
             ..crate::spool::SpoolConfig::new(dir)
         });
+        config.mask = crate::forward::mask::MaskConfig {
+            profiles_file: self.mask_profiles,
+            default_profile: self.default_mask_profile,
+            body_limit: usize::try_from(self.mask_body_limit).unwrap_or(usize::MAX),
+        };
         config.ship = self.collector_url.map(|url| crate::ship::ShipConfig {
             ca_file: self.collector_ca_file,
             token_file: self.collector_token_file,

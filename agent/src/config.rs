@@ -62,6 +62,9 @@ pub struct AgentConfig {
     pub spool: Option<crate::spool::SpoolConfig>,
     /// `--collector-url` and friends: ship the spool to the collector; `None` = keep local.
     pub ship: Option<crate::ship::ShipConfig>,
+    // --- masking ---
+    /// Masking profiles and limits.
+    pub mask: crate::forward::mask::MaskConfig,
 }
 
 /// Limits of the kubectl listener, so that one client cannot exhaust the agent.
@@ -174,6 +177,7 @@ impl Default for AgentConfig {
             audit_log: None,
             spool: None,
             ship: None,
+            mask: crate::forward::mask::MaskConfig::default(),
         }
     }
 }

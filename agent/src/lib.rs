@@ -10,7 +10,8 @@
 //! - [`proxy`]: the request path, assembled in one function, phase by phase.
 //! - [`authenticate`]: Bearer OIDC ID token verification (discovery, JWKS, claims, cache).
 //! - [`classify`]: [`classify::RequestInfo`] and rejection of ambiguous paths.
-//! - [`forward`]: the upstream client: header rewriting, impersonation, streaming, upgrades.
+//! - [`forward`]: the upstream client: header rewriting, impersonation, streaming, upgrades;
+//!   `forward::mask`, the mask phase (JSON-only `Accept`, gzip, masked bodies, watches, logs).
 //! - [`metrics`]: Prometheus metrics (`gatehouse_agent_*`), fed by audit events.
 //! - [`ops`]: the ops listener: `/healthz`, `/readyz`, `/metrics`.
 //! - [`audit`]: the per-request context and its one audit line.

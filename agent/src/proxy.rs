@@ -26,6 +26,8 @@ pub struct Proxy {
     site: Site,
     // --- spool ---
     spool: Option<Arc<crate::spool::Spool>>,
+    // --- masking ---
+    masking: Option<Arc<crate::forward::mask::Masking>>,
 }
 
 impl Proxy {
@@ -43,6 +45,7 @@ impl Proxy {
             sink,
             site,
             spool: None,
+            masking: None,
         }
     }
 
@@ -52,6 +55,18 @@ impl Proxy {
     pub fn with_spool(mut self, spool: Arc<crate::spool::Spool>) -> Self {
         self.spool = Some(spool);
         self
+    }
+
+    // --- masking ---
+    /// Masks responses with `masking`'s profiles (the request's, or the default).
+    pub fn with_masking(mut self, masking: Arc<crate::forward::mask::Masking>) -> Self {
+        self.masking = Some(masking);
+        self
+    }
+
+    /// The masking profiles, for the session taps.
+    pub fn masking(&self) -> Option<&Arc<crate::forward::mask::Masking>> {
+        self.masking.as_ref()
     }
 
     /// The spool, if the agent records to one.
@@ -97,7 +112,7 @@ impl Proxy {
 
     async fn phases(
         &self,
-        req: Request<Body>,
+        mut req: Request<Body>,
         ctx: &mut RequestContext,
     ) -> Result<Response<Body>, ProxyError> {
         // 0. nothing is served that cannot be recorded, when the policy says so.
@@ -145,6 +160,16 @@ impl Proxy {
             )));
         }
 
+        // mask: decided after policy (which may name the profile), set up before
+        // forwarding (the API server must be asked for JSON), applied to the response.
+        let mask_plan = match &self.masking {
+            Some(masking) => masking.plan(ctx)?,
+            None => None,
+        };
+        if let Some(plan) = &mask_plan {
+            plan.prepare_request(req.headers_mut());
+        }
+
         // 4. forward last, as the agent's credential impersonating the verified identity.
         // Exec, attach and port-forward: the relay finishes this template as the one
         // SessionEnd event of the session.
@@ -157,8 +182,13 @@ impl Proxy {
             .info
             .as_ref()
             .is_some_and(classify::RequestInfo::is_long_lived_stream);
-        self.forwarder
+        let resp = self
+            .forwarder
             .forward(req, &identity, &ctx.request_id, long_lived, session)
-            .await
+            .await?;
+        match mask_plan {
+            Some(plan) => plan.respond(resp).await,
+            None => Ok(resp),
+        }
     }
 }

@@ -50,6 +50,10 @@ pub enum ServerError {
     /// The shipper's settings are unusable.
     #[error("setting up shipping to the collector")]
     Ship(#[from] crate::ship::ShipError),
+    // --- masking ---
+    /// The masking profiles are unusable.
+    #[error("loading masking profiles")]
+    Mask(#[from] crate::forward::mask::MaskSetupError),
 }
 
 /// Builds the request path from `config`.
@@ -107,6 +111,7 @@ fn build_parts(
     if let Some(spool) = spool {
         proxy = proxy.with_spool(spool);
     }
+    proxy = proxy.with_masking(Arc::new(crate::forward::mask::Masking::load(&config.mask)?));
     Ok((proxy, keys))
 }
 

@@ -10,6 +10,8 @@
 //!   zlib header contexts with the SPDY/3 dictionary) for Kubernetes exec/port-forward.
 //! - [`oidc`] (feature `oidc`): OIDC ID-token verification (discovery, JWKS by `kid`,
 //!   token cache), used by the agent and the collector's query API.
+//! - [`mask`] (feature `mask`): masking engine — profiles, JSON masking by object kind,
+//!   the streaming text masker for logs and exec/attach output.
 #![cfg_attr(not(feature = "std"), no_std)]
 
 #[cfg(feature = "std")]
@@ -17,6 +19,8 @@ pub mod audit;
 #[cfg(feature = "std")]
 pub mod ingest;
 pub mod kernel;
+#[cfg(feature = "mask")]
+pub mod mask;
 #[cfg(feature = "oidc")]
 pub mod oidc;
 #[cfg(feature = "std")]

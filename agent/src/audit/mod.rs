@@ -48,6 +48,9 @@ pub struct RequestContext {
     pub denied_by: Option<&'static str>,
     /// Session id of an exec/attach/portforward request.
     pub session_id: Option<String>,
+    // --- masking ---
+    /// Masking profile the matching policy rule names (`None`: `--default-mask-profile`).
+    pub mask_profile: Option<String>,
 }
 
 impl RequestContext {
@@ -77,6 +80,7 @@ impl RequestContext {
             query: req.uri().query().unwrap_or_default().to_string(),
             denied_by: None,
             session_id: None,
+            mask_profile: None,
         }
     }
 }

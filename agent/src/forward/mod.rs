@@ -5,6 +5,7 @@
 
 pub mod credential;
 pub mod headers;
+pub mod mask;
 pub mod session;
 pub mod tap;
 pub mod upgrade;

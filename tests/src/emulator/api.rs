@@ -75,6 +75,7 @@ impl Emulator {
             runtime,
             server_address: addr.to_string(),
             eks: std::sync::RwLock::new(None),
+            gzip_min_bytes: std::sync::atomic::AtomicUsize::new(usize::MAX),
         });
         let admin_token = authn::random_token();
         let agent_token = authn::random_token();
@@ -155,6 +156,20 @@ impl Emulator {
             *slot = Some(authenticator.clone());
         }
         Ok(authenticator)
+    }
+
+    // --- masking tests ---
+    /// Gzips complete responses of at least `bytes` to clients that accept gzip, as the
+    /// API server does for large ones (`usize::MAX`: never, the default).
+    pub fn set_gzip_min_bytes(&self, bytes: usize) {
+        self.shared
+            .gzip_min_bytes
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Serves `pods/log` in frames of at most `bytes` (0: one frame per line).
+    pub fn set_log_chunk_bytes(&self, bytes: usize) {
+        self.shared.runtime.set_log_chunk_bytes(bytes);
     }
 
     /// Every request answered so far.

@@ -24,4 +24,8 @@ pub struct Shared {
     ///
     /// [`Emulator::enable_eks`]: super::Emulator::enable_eks
     pub eks: std::sync::RwLock<Option<std::sync::Arc<super::eks::EksAuthenticator>>>,
+    // --- masking tests ---
+    /// Smallest complete response gzipped for clients sending `Accept-Encoding: gzip`
+    /// (`usize::MAX`: never, the default; the API server's own threshold is 128 KiB).
+    pub gzip_min_bytes: std::sync::atomic::AtomicUsize,
 }

@@ -50,14 +50,54 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
         query: req.uri().query().unwrap_or_default().to_string(),
         code: 0,
     };
+    let accepts_gzip = header_str(&req, header::ACCEPT_ENCODING)
+        .split(',')
+        .any(|e| e.split(';').next().unwrap_or("").trim() == "gzip");
     let resp = match route(&shared, req, &mut record).await {
         Ok(resp) => resp,
         Err(err) => err.into_response(),
+    };
+    let min = shared
+        .gzip_min_bytes
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let resp = if accepts_gzip {
+        gzip(resp, min).await
+    } else {
+        resp
     };
     record.code = resp.status().as_u16();
     tracing::debug!(method = %record.method, path = %record.path, query = %record.query, user = %record.user, code = record.code, "request");
     shared.log.push(record);
     resp
+}
+
+/// Gzips a complete (not streaming) body of at least `min` bytes.
+async fn gzip(resp: Response<Body>, min: usize) -> Response<Body> {
+    use hyper::body::Body as _;
+    use std::io::Write;
+    let exact = resp.body().size_hint().exact();
+    if exact.is_none_or(|n| (n as usize) < min)
+        || resp.headers().contains_key(header::CONTENT_ENCODING)
+    {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let Ok(collected) = body.collect().await else {
+        return ApiError::internal("reading the response to compress").into_response();
+    };
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    if gz.write_all(&collected.to_bytes()).is_err() {
+        return ApiError::internal("compressing").into_response();
+    }
+    let Ok(compressed) = gz.finish() else {
+        return ApiError::internal("compressing").into_response();
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_ENCODING,
+        header::HeaderValue::from_static("gzip"),
+    );
+    Response::from_parts(parts, full_body(compressed))
 }
 
 fn not_found() -> ApiError {

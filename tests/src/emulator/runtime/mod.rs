@@ -111,6 +111,9 @@ pub struct ContainerRuntime {
     /// The cgroup root actually in use (None when cgroups are unavailable).
     cgroup_root: Option<PathBuf>,
     pods: Mutex<HashMap<String, Arc<PodState>>>,
+    // --- masking tests ---
+    /// `pods/log` frame size (0: one frame per line), so tests can split a line anywhere.
+    log_chunk_bytes: std::sync::atomic::AtomicUsize,
 }
 
 /// A started pod.
@@ -143,7 +146,21 @@ impl ContainerRuntime {
             config,
             cgroup_root,
             pods: Mutex::new(HashMap::new()),
+            log_chunk_bytes: std::sync::atomic::AtomicUsize::new(0),
         })
+    }
+
+    // --- masking tests ---
+    /// Serves `pods/log` in frames of at most `bytes` (0: one frame per line, the default).
+    pub fn set_log_chunk_bytes(&self, bytes: usize) {
+        self.log_chunk_bytes
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The `pods/log` frame size (0: one frame per line).
+    pub fn log_chunk_bytes(&self) -> usize {
+        self.log_chunk_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The settings this runtime was built with.

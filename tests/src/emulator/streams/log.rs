@@ -1,6 +1,7 @@
 //! `pods/log`: the captured log as text/plain, with tailLines, sinceSeconds, limitBytes
 //! and timestamps; `follow=true` streams chunked, one flush per line, until the container
-//! terminates or the client goes away.
+//! terminates or the client goes away. With a chunk size set (tests of maskers), lines
+//! are sent in frames of that size, both with and without `follow`.
 
 use super::query::StreamQuery;
 use crate::emulator::Body;
@@ -12,8 +13,14 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use std::sync::Arc;
 
-/// Serves the log of one container.
-pub fn serve(log: Arc<LogBuffer>, q: &StreamQuery, pod: &str, container: &str) -> Response<Body> {
+/// Serves the log of one container; `chunk_bytes` > 0 splits lines into frames that size.
+pub fn serve(
+    log: Arc<LogBuffer>,
+    q: &StreamQuery,
+    pod: &str,
+    container: &str,
+    chunk_bytes: usize,
+) -> Response<Body> {
     if q.previous {
         return ApiError::bad_request(format!(
             "previous terminated container \"{container}\" in pod \"{pod}\" not found"
@@ -52,7 +59,7 @@ pub fn serve(log: Arc<LogBuffer>, q: &StreamQuery, pod: &str, container: &str) -
         Some(line.into())
     };
 
-    if !q.follow {
+    if !q.follow && chunk_bytes == 0 {
         let mut body = Vec::new();
         for e in &entries {
             match render(e, &mut budget) {
@@ -64,14 +71,39 @@ pub fn serve(log: Arc<LogBuffer>, q: &StreamQuery, pod: &str, container: &str) -
     }
 
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(64);
+    let follow = q.follow;
     tokio::spawn(async move {
+        let send = |b: Bytes| {
+            let tx = tx.clone();
+            async move {
+                let size = if chunk_bytes == 0 {
+                    b.len().max(1)
+                } else {
+                    chunk_bytes
+                };
+                for (i, piece) in b.chunks(size).enumerate() {
+                    // Apart in time too, so the pieces reach the client as separate reads.
+                    if chunk_bytes > 0 && i > 0 {
+                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    }
+                    let frame = Frame::data(Bytes::copy_from_slice(piece));
+                    if tx.send(Ok(frame)).await.is_err() {
+                        return false;
+                    }
+                }
+                true
+            }
+        };
         for e in &entries {
             let Some(b) = render(e, &mut budget) else {
                 return;
             };
-            if tx.send(Ok(Frame::data(b))).await.is_err() {
+            if !send(b).await {
                 return;
             }
+        }
+        if !follow {
+            return;
         }
         let mut next = next_seq;
         let mut tick = log.watch();
@@ -82,7 +114,7 @@ pub fn serve(log: Arc<LogBuffer>, q: &StreamQuery, pod: &str, container: &str) -
                 let Some(b) = render(e, &mut budget) else {
                     return;
                 };
-                if tx.send(Ok(Frame::data(b))).await.is_err() {
+                if !send(b).await {
                     return;
                 }
             }

@@ -86,7 +86,13 @@ async fn serve_inner(
             let log = runtime
                 .log(&pod.uid, &container)
                 .map_err(|e| ApiError::bad_request(e.to_string()))?;
-            Ok(log::serve(log, &q, &pod.name, &container))
+            Ok(log::serve(
+                log,
+                &q,
+                &pod.name,
+                &container,
+                runtime.log_chunk_bytes(),
+            ))
         }
         PodStream::Exec | PodStream::Attach => {
             let container = query::container(&pod, q.container.as_deref())?.to_string();
