@@ -10,6 +10,8 @@
 //!   zlib header contexts with the SPDY/3 dictionary) for Kubernetes exec/port-forward.
 //! - [`oidc`] (feature `oidc`): OIDC ID-token verification (discovery, JWKS by `kid`,
 //!   token cache), used by the agent and the collector's query API.
+//! - [`policy`] (feature `policy`): the policy language (YAML, line-numbered validation)
+//!   and its engine (indexed rules, most restrictive match, default deny).
 #![cfg_attr(not(feature = "std"), no_std)]
 
 #[cfg(feature = "std")]
@@ -19,5 +21,7 @@ pub mod ingest;
 pub mod kernel;
 #[cfg(feature = "oidc")]
 pub mod oidc;
+#[cfg(feature = "policy")]
+pub mod policy;
 #[cfg(feature = "std")]
 pub mod spdy;
