@@ -62,6 +62,10 @@ pub struct AgentConfig {
     pub spool: Option<crate::spool::SpoolConfig>,
     /// `--collector-url` and friends: ship the spool to the collector; `None` = keep local.
     pub ship: Option<crate::ship::ShipConfig>,
+    // --- policy ---
+    /// `--policy-file` / `--policy-url` / `--policy-cache`: where the policy comes from.
+    /// Without a source every request is refused (503) until one is configured.
+    pub policy: crate::policy::PolicyConfig,
 }
 
 /// Limits of the kubectl listener, so that one client cannot exhaust the agent.
@@ -153,6 +157,7 @@ impl Default for AgentConfig {
             audit_log: None,
             spool: None,
             ship: None,
+            policy: crate::policy::PolicyConfig::new(),
         }
     }
 }

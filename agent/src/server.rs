@@ -50,6 +50,10 @@ pub enum ServerError {
     /// The shipper's settings are unusable.
     #[error("setting up shipping to the collector")]
     Ship(#[from] crate::ship::ShipError),
+    // --- policy ---
+    /// The policy source is unusable (e.g. an invalid --policy-file).
+    #[error("loading the policy")]
+    Policy(#[from] crate::policy::PolicySourceError),
 }
 
 /// Builds the request path from `config`.
@@ -107,7 +111,11 @@ fn build_parts(
     if let Some(spool) = spool {
         proxy = proxy.with_spool(spool);
     }
-    Ok((proxy, keys))
+    // --- policy ---
+    Ok((
+        proxy.with_policy(crate::policy::ActivePolicy::empty()),
+        keys,
+    ))
 }
 
 /// Serves kubectl on `listener` until `shutdown` resolves, then drains in-flight
@@ -143,11 +151,15 @@ pub async fn run(
         _ => None,
     };
     let spool = proxy.spool().cloned();
-    let ready_checks: Vec<crate::ops::ReadyCheck> = proxy
+    // --- policy ---
+    // A bad --policy-file stops the start; the collector source runs in the background.
+    let policy_task = crate::policy::start(&config.policy, proxy.policy())?;
+    let mut ready_checks: Vec<crate::ops::ReadyCheck> = proxy
         .spool()
         .map(|spool| crate::spool::Spool::ready_check(spool.clone()))
         .into_iter()
         .collect();
+    ready_checks.push(proxy.policy().ready_check());
     let ops = match config.ops_listen {
         Some(addr) => Some(start_ops(addr, &config, metrics.clone(), keys, ready_checks).await?),
         None => None,
@@ -163,6 +175,9 @@ pub async fn run(
     )
     .await;
     refresher.abort();
+    if let Some(task) = policy_task {
+        task.abort();
+    }
     if let Some(ops) = ops {
         ops.abort();
     }

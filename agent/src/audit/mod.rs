@@ -48,6 +48,11 @@ pub struct RequestContext {
     pub denied_by: Option<&'static str>,
     /// Session id of an exec/attach/portforward request.
     pub session_id: Option<String>,
+    // --- policy ---
+    /// The policy's decision and the deciding rule, once the authorize phase ran.
+    pub decision: Option<(gatehouse_common::audit::Decision, String)>,
+    /// The policy's options and version (masking reads `mask` from here).
+    pub policy: Option<gatehouse_common::audit::PolicyOutcome>,
 }
 
 impl RequestContext {
@@ -77,6 +82,8 @@ impl RequestContext {
             query: req.uri().query().unwrap_or_default().to_string(),
             denied_by: None,
             session_id: None,
+            decision: None,
+            policy: None,
         }
     }
 }

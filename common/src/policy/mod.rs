@@ -39,6 +39,14 @@ pub use eval::{DEFAULT_DENY_RULE, Decision, Request};
 use serde::Serialize;
 use std::time::Duration;
 
+/// Path the collector serves the active policy on (its agent-authenticated ingest
+/// listener): `GET /v1/policy?after=<version>&wait=<seconds>` answers `200` with the
+/// policy text and an `ETag` of its version, or `304` when `after` is still current
+/// when `wait` runs out.
+pub const POLICY_PATH: &str = "/v1/policy";
+/// Response header carrying the policy version (also in `ETag`, quoted).
+pub const VERSION_HEADER: &str = "x-gatehouse-policy-version";
+
 /// What a rule decides, ordered from least to most restrictive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
