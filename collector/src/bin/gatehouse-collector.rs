@@ -6,6 +6,7 @@ use gatehouse_collector::config::CollectorConfig;
 use gatehouse_collector::ingest::token_review::{TokenReviewConfig, TokenReviewer};
 use gatehouse_collector::ingest::{self, IngestConfig, IngestState};
 use gatehouse_collector::metrics::IngestMetrics;
+use gatehouse_collector::policy::{PolicyMetrics, PolicyStore};
 use gatehouse_collector::store::AuditStore;
 use gatehouse_collector::store::clickhouse::{ClickHouseConfig, ClickHouseStore};
 use gatehouse_collector::store::embedded::EmbeddedStore;
@@ -184,6 +185,15 @@ struct Args {
     /// everyone else gets 403.
     #[arg(long, value_delimiter = ',', default_value = "security")]
     query_groups: Vec<String>,
+
+    // --- policy ---
+    /// Policy file (YAML, `kind: Policy`) served to agents on the ingest listener
+    /// (`GET /v1/policy`). Validated at start: a bad file stops the collector. Re-read on
+    /// SIGHUP and when the file changes (checked every second); a bad update is refused,
+    /// logged with its line number and counted in
+    /// gatehouse_collector_policy_reload_failures_total, and the old policy stays active.
+    #[arg(long, env = "GATEHOUSE_POLICY", value_name = "FILE")]
+    policy: Option<PathBuf>,
 }
 
 /// Where the embedded store lives unless --store-dir says otherwise.
@@ -283,6 +293,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         drain_timeout: Duration::from_secs(args.drain_timeout_secs),
     };
     let mut registry = prometheus_client::registry::Registry::default();
+    // --- policy ---
+    // Loaded before anything listens: a collector with a bad policy must not start.
+    let policy = match &args.policy {
+        Some(path) => {
+            let store = PolicyStore::load(path, PolicyMetrics::register(&mut registry))
+                .context("--policy")?;
+            tokio::spawn(store.clone().watch(Duration::from_secs(1)));
+            Some(store)
+        }
+        None => None,
+    };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -355,6 +376,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     ..IngestConfig::default()
                 },
                 token_reviewer,
+                policy: policy.clone(),
             });
             let listener = tokio::net::TcpListener::bind(addr)
                 .await

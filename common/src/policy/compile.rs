@@ -266,8 +266,13 @@ fn yaml_error(err: serde_saphyr::Error) -> PolicyError {
         .map(str::trim)
         .find(|l| !l.is_empty())
         .unwrap_or("invalid YAML")
-        .trim_start_matches("error: ")
-        .to_string();
+        .trim_start_matches("error: ");
+    // Drop the parser's own "line N column M: " prefix: the issue carries the location.
+    let message = match message.split_once(": ") {
+        Some((head, rest)) if head.starts_with("line ") && head.contains(" column ") => rest,
+        _ => message,
+    }
+    .to_string();
     PolicyError::one(line, column, message)
 }
 
