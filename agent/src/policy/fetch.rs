@@ -69,8 +69,10 @@ impl Fetcher {
                 ));
             }
         }
-        let tls =
+        let mut tls =
             crate::ship::conn::client_tls(ship).map_err(|e| FetchError::Config(e.to_string()))?;
+        // The connector sets ALPN itself (and refuses a config that already has it).
+        tls.alpn_protocols.clear();
         // The collector's agent listener speaks HTTP/2 only.
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)

@@ -61,6 +61,36 @@ pub struct StackOptions {
     /// listener and the agent's spool + shipper (mTLS, node name [`DEV_NODE`]). `None`:
     /// a collector without ingest, the agent keeps no spool (callers wire their own).
     pub audit_store: Option<AuditStore>,
+    // --- policy ---
+    /// Where the agent's policy comes from.
+    pub policy: StackPolicy,
+}
+
+/// Where the stack's agent gets its policy.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StackPolicy {
+    /// [`test_stack_policy`] as the agent's `--policy-file`: every verb for every user
+    /// except impersonation, for tests about proxying rather than policy.
+    #[default]
+    TestStack,
+    /// This file as the agent's `--policy-file`.
+    AgentFile(PathBuf),
+    /// This file as the collector's `--policy`, which the agent follows (`--policy-url`,
+    /// `--policy-cache` in the stack directory). Needs an audit store: the policy is served
+    /// on the collector's agent (ingest) listener.
+    Collector(PathBuf),
+    /// No policy anywhere: the agent answers every request 503.
+    None,
+}
+
+/// `tests/policy/test-stack.yaml`.
+pub fn test_stack_policy() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("policy/test-stack.yaml")
+}
+
+/// `deploy/policy/default.yaml`, the policy shipped for real clusters and the dev stack.
+pub fn default_policy() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/policy/default.yaml")
 }
 
 /// The node name of the stack's agent (its client certificate's CN) when it ships.
@@ -103,6 +133,7 @@ impl StackOptions {
             upstream_kubeconfig: None,
             upstream_context: None,
             audit_store: None,
+            policy: StackPolicy::TestStack,
         }
     }
 }
@@ -278,6 +309,9 @@ pub struct Stack {
     // What the agent was started with, for `restart_agent`.
     agent_program: PathBuf,
     agent_args: Vec<String>,
+    // What the collector was started with, for `restart_collector`.
+    collector_program: PathBuf,
+    collector_args: Vec<String>,
     ready_client: HttpsClient,
 }
 
@@ -354,9 +388,33 @@ impl Stack {
                 format!("--collector-client-key={}", client_key.display()),
             ]);
         }
+        // --- policy ---
+        let mut policy_args = Vec::new();
+        match &options.policy {
+            StackPolicy::TestStack => {
+                policy_args.push(format!("--policy-file={}", test_stack_policy().display()));
+            }
+            StackPolicy::AgentFile(path) => {
+                policy_args.push(format!("--policy-file={}", path.display()));
+            }
+            StackPolicy::Collector(path) => {
+                let Some(ingest) = ingest_addr else {
+                    bail!(
+                        "StackPolicy::Collector needs an audit store (the collector's agent listener)"
+                    );
+                };
+                collector_args.push(format!("--policy={}", path.display()));
+                policy_args.extend([
+                    format!("--policy-url=https://{ingest}"),
+                    format!("--policy-cache={}", dir.join("policy-cache.yaml").display()),
+                ]);
+            }
+            StackPolicy::None => {}
+        }
+        let collector_program = bin_dir.join("gatehouse-collector");
         let mut collector = ChildProcess::spawn(
             "gatehouse-collector",
-            &bin_dir.join("gatehouse-collector"),
+            &collector_program,
             &collector_args,
             format!("http://{collector_addr}"),
             dir.join("collector.log"),
@@ -389,6 +447,7 @@ impl Stack {
             "--drain-timeout=2s".into(),
         ]);
         args.extend(ship_args);
+        args.extend(policy_args);
         // Parallel stacks must not fight over the default ops port: each gets its own,
         // unless the caller chose one.
         let mut ops_addr = None;
@@ -427,8 +486,31 @@ impl Stack {
             ca_path,
             agent_program,
             agent_args: args,
+            collector_program,
+            collector_args,
             ready_client: client,
         })
+    }
+
+    // --- policy ---
+    /// Stops the collector (SIGTERM, then SIGKILL), keeping its handle for
+    /// [`Stack::restart_collector`].
+    pub async fn stop_collector(&mut self) {
+        self.collector.terminate().await;
+    }
+
+    /// Starts the collector again with the same arguments; returns once it answers.
+    pub async fn restart_collector(&mut self) -> anyhow::Result<()> {
+        self.collector.terminate().await;
+        let (program, args) = (self.collector_program.clone(), self.collector_args.clone());
+        self.collector.respawn(&program, &args)?;
+        wait_ready(
+            &mut self.collector,
+            &self.ready_client,
+            "/healthz",
+            |code| code == 200,
+        )
+        .await
     }
 
     /// Stops the agent (SIGTERM: it drains and makes its spool durable; SIGKILL after
