@@ -228,8 +228,8 @@ fn check_impersonation(
             (
                 IMPERSONATION_CHECK.to_string(),
                 format!(
-                    "user \"{}\" cannot impersonate {resource} \"{name}\" through gatehouse: no \
-                     policy rule allows it (requests already reach the cluster as you)",
+                    "user \"{}\" cannot impersonate through gatehouse ({resource} \"{name}\"): no \
+                     policy rule allows it; requests already reach the cluster as you",
                     identity.username
                 ),
             )

@@ -271,7 +271,8 @@ async fn allowed_denied_approval_and_impersonation() -> anyhow::Result<()> {
     );
     let e = wait_event(&fx.audit, |e| e.decided_by == "impersonation").await?;
     assert!(
-        e.error.contains("cannot impersonate users \"bob\""),
+        e.error
+            .contains("cannot impersonate through gatehouse (users \"bob\")"),
         "{}",
         e.error
     );
