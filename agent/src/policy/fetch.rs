@@ -155,13 +155,14 @@ impl Fetcher {
         let text = std::str::from_utf8(&body)
             .map_err(|_| FetchError::Unavailable("policy is not UTF-8".into()))?;
         let policy = Policy::parse(text)?;
+        let changed = active.set(policy.clone());
+        // Written after the policy is active, so an existing cache file means "loaded".
         if let Some(cache) = &self.cache
-            && active.version().as_deref() != Some(policy.version.as_str())
+            && changed
             && let Err(err) = super::cache::store(cache, &policy)
         {
             tracing::warn!(path = %cache.display(), error = %err, "policy cache not written");
         }
-        active.set(policy);
         Ok(())
     }
 }

@@ -474,6 +474,23 @@ impl Stack {
         wait_ready(&mut collector, &client, "/healthz", |code| code == 200).await?;
         // The agent has no unauthenticated endpoint: a 401 Status proves TLS and HTTP work.
         wait_ready(&mut agent, &client, "/version", |code| code == 401).await?;
+        // --- policy ---
+        // An agent following the collector answers 503 until its first fetch: wait for
+        // it (the agent writes its cache once a policy is active).
+        if matches!(options.policy, StackPolicy::Collector(_)) {
+            let cache = dir.join("policy-cache.yaml");
+            let deadline = Instant::now() + READY_TIMEOUT;
+            while !cache.exists() {
+                agent.check_running()?;
+                if Instant::now() > deadline {
+                    bail!(
+                        "the agent loaded no policy from the collector within {READY_TIMEOUT:?}; log:\n{}",
+                        agent.log_tail()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
         Ok(Stack {
             emulator,
             issuer,
