@@ -419,3 +419,133 @@ async fn an_agent_that_never_had_a_policy_refuses_with_503() -> anyhow::Result<(
     stack.shutdown().await;
     Ok(())
 }
+
+/// The shipped default policy, asked through the real `gatehouse` CLI: issue 5's item 6
+/// case by case, and `policy check` accepting it.
+#[tokio::test]
+async fn default_policy_through_gatehouse_policy_test() -> anyhow::Result<()> {
+    let cli = find_bin_dir()?.join("gatehouse");
+    let policy = gatehouse_tests::harness::stack::default_policy();
+    let check = tokio::process::Command::new(&cli)
+        .args(["policy", "check"])
+        .arg(&policy)
+        .output()
+        .await?;
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "alice",
+            "engineers",
+            "kubectl get pods -n prod",
+            "engineers-read",
+        ),
+        (
+            "alice",
+            "engineers",
+            "kubectl get secrets -n dev",
+            "engineers-read",
+        ),
+        (
+            "alice",
+            "engineers",
+            "kubectl get secrets -n kube-system",
+            "engineers-no-kube-system-secrets",
+        ),
+        (
+            "alice",
+            "engineers",
+            "kubectl exec -n kube-system coredns -- sh",
+            "engineers-no-kube-system-exec",
+        ),
+        (
+            "alice",
+            "engineers",
+            "kubectl exec -n dev web -- sh",
+            "engineers-dev",
+        ),
+        (
+            "alice",
+            "engineers",
+            "kubectl port-forward -n dev web 8080",
+            "engineers-dev",
+        ),
+        (
+            "alice",
+            "engineers",
+            "kubectl exec -n prod api -- sh",
+            "engineers-prod-exec-needs-approval",
+        ),
+        (
+            "alice",
+            "engineers",
+            "kubectl debug -n prod api",
+            "engineers-prod-exec-needs-approval",
+        ),
+        (
+            "alice",
+            "engineers",
+            "kubectl delete pod api -n prod",
+            "default-deny",
+        ),
+        (
+            "alice",
+            "engineers",
+            "kubectl delete ns dev",
+            "namespace-delete-needs-approval",
+        ),
+        (
+            "bob",
+            "sre-leads",
+            "kubectl delete ns prod",
+            "namespace-delete-needs-approval",
+        ),
+        (
+            "bob",
+            "sre-leads",
+            "kubectl create rolebinding x -n prod",
+            "rbac-writes-need-approval",
+        ),
+        (
+            "bob",
+            "sre-leads",
+            "kubectl exec -n prod api -- sh",
+            "sre-leads-all",
+        ),
+        ("carol", "security", "kubectl get pods -A", "security-read"),
+        (
+            "carol",
+            "security",
+            "kubectl exec -n prod api -- sh",
+            "default-deny",
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (user, group, line, rule) in cases {
+        let out = tokio::process::Command::new(&cli)
+            .args(["policy", "test"])
+            .arg(&policy)
+            .args(["--as", user, "--groups", group, "--"])
+            .args(line.split_whitespace())
+            .output()
+            .await?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let decided = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("rule:"))
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_default()
+            .to_string();
+        if decided != *rule {
+            wrong.push(format!(
+                "{user} `{line}`: {decided} (want {rule})\n{stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    Ok(())
+}
