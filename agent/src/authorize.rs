@@ -71,7 +71,7 @@ pub fn authorize(
     identity: &Arc<Identity>,
     info: &RequestInfo,
     headers: &HeaderMap,
-) -> Result<Authorized, Refused> {
+) -> Result<Authorized, Box<Refused>> {
     let mut outcome = PolicyOutcome {
         version: policy.version.clone(),
         ..PolicyOutcome::default()
@@ -79,12 +79,12 @@ pub fn authorize(
     let forward_as = match impersonation(headers) {
         Impersonation::None => identity.clone(),
         Impersonation::Unsupported(message) => {
-            return Err(Refused {
+            return Err(Box::new(Refused {
                 action: Action::Deny,
                 rule: IMPERSONATION_CHECK.into(),
                 message,
                 outcome,
-            });
+            }));
         }
         Impersonation::As { user, groups } => {
             check_impersonation(policy, identity, &user, &groups, &mut outcome)?;
@@ -106,12 +106,12 @@ pub fn authorize(
             rule: decision.rule.to_string(),
             outcome,
         }),
-        action => Err(Refused {
+        action => Err(Box::new(Refused {
             action,
             rule: decision.rule.to_string(),
             message: refusal_message(&decision),
             outcome,
-        }),
+        })),
     }
 }
 
@@ -196,7 +196,7 @@ fn check_impersonation(
     user: &str,
     groups: &[String],
     outcome: &mut PolicyOutcome,
-) -> Result<(), Refused> {
+) -> Result<(), Box<Refused>> {
     let mut targets: Vec<(&str, &str, &str)> = Vec::with_capacity(groups.len() + 1);
     match user
         .strip_prefix("system:serviceaccount:")
@@ -242,12 +242,12 @@ fn check_impersonation(
                 ),
             )
         };
-        return Err(Refused {
+        return Err(Box::new(Refused {
             action: Action::Deny,
             rule,
             message,
             outcome: outcome.clone(),
-        });
+        }));
     }
     Ok(())
 }

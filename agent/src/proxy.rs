@@ -171,6 +171,7 @@ impl Proxy {
                 ok.forward_as
             }
             Err(refused) => {
+                let refused = *refused;
                 ctx.decision = Some((audit_decision(refused.action), refused.rule));
                 ctx.policy = Some(refused.outcome);
                 return Err(ProxyError::Forbidden(refused.message));

@@ -290,7 +290,7 @@ mod tests {
         };
         tokio::task::yield_now().await;
         std::fs::write(&path, A.replace("name: a", "name: c"))?;
-        assert_eq!(store.reload()?, true);
+        assert!(store.reload()?);
         let resp = waiting.await?;
         assert_eq!(resp.status(), StatusCode::OK);
         assert_ne!(resp.headers()[VERSION_HEADER], v1.as_str());

@@ -84,7 +84,7 @@ enum PolicyCommand {
     /// `gatehouse policy test policy.yaml --as alice --groups engineers -- kubectl delete ns prod`,
     /// or with --verb/--resource/--namespace/--name (which also override the parsed
     /// line). Exits 0 whatever the decision; 1 when the file or the request is unusable.
-    Test(PolicyTestArgs),
+    Test(Box<PolicyTestArgs>),
 }
 
 #[derive(Debug, clap::Args)]
