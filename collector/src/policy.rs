@@ -203,6 +203,51 @@ impl PolicyStore {
     }
 }
 
+/// Why a policy could not be replaced through the API.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplaceError {
+    /// The new text is no valid policy (nothing changed).
+    #[error("{0}")]
+    Invalid(#[from] gatehouse_common::policy::PolicyError),
+    /// The file could not be written (e.g. a read-only ConfigMap mount; nothing changed).
+    #[error("writing {path}: {source}")]
+    Write {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl PolicyStore {
+    /// Validates `text` (without applying it).
+    pub fn validate(text: &str) -> Result<Policy, ReplaceError> {
+        Ok(Policy::parse(text)?)
+    }
+
+    /// Makes `policy` active and writes it to the policy file (temp file + rename), so the
+    /// file stays the source of truth and a restart keeps the change.
+    pub fn replace(&self, policy: Policy) -> Result<Arc<Policy>, ReplaceError> {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let write_err = |source| ReplaceError::Write {
+            path: self.path.display().to_string(),
+            source,
+        };
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, policy.source.as_bytes()).map_err(write_err)?;
+        std::fs::rename(&tmp, &self.path).map_err(write_err)?;
+        *seen = stamp(&self.path);
+        let policy = Arc::new(policy);
+        if policy.version != self.current().version {
+            self.metrics.reloads.inc();
+            self.metrics.rules.set(policy.rules().len() as i64);
+            self.current.send_replace(policy.clone());
+        }
+        Ok(policy)
+    }
+}
+
 /// Whether `path` is the policy endpoint.
 pub fn is_policy_path(path: &str) -> bool {
     path == POLICY_PATH

@@ -194,6 +194,13 @@ struct Args {
     /// gatehouse_collector_policy_reload_failures_total, and the old policy stays active.
     #[arg(long, env = "GATEHOUSE_POLICY", value_name = "FILE")]
     policy: Option<PathBuf>,
+
+    /// Groups whose members may replace the policy with `PUT /v1/policy` on the query API
+    /// (--api-listen; comma-separated or repeated). Each attempt is an audit event, stored
+    /// before the change is made; the new text is validated whole and written to --policy.
+    /// Default: nobody.
+    #[arg(long, value_delimiter = ',', requires = "policy")]
+    policy_admin_groups: Vec<String>,
 }
 
 /// Where the embedded store lives unless --store-dir says otherwise.
@@ -396,6 +403,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_key_file) else {
                 anyhow::bail!("--api-listen needs --tls-cert-file and --tls-key-file");
             };
+            let audit_writes = store.as_ref().map(|s| s.writes.clone());
             let Some(store) = store.as_ref().map(|s| s.reads.clone()) else {
                 anyhow::bail!("internal: the store was not opened for the query API");
             };
@@ -440,6 +448,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 query_groups: groups,
                 handshake_timeout: Duration::from_secs(10),
                 drain_timeout: config.drain_timeout,
+                policy_admin: match (&policy, audit_writes) {
+                    (Some(policy), Some(audit)) => Some(query_api::policy_admin::PolicyAdmin {
+                        policy: policy.clone(),
+                        admin_groups: args
+                            .policy_admin_groups
+                            .iter()
+                            .map(|g| g.trim().to_string())
+                            .filter(|g| !g.is_empty())
+                            .collect(),
+                        audit,
+                    }),
+                    _ => None,
+                },
             });
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
