@@ -415,6 +415,15 @@ async fn an_agent_that_never_had_a_policy_refuses_with_503() -> anyhow::Result<(
         assert!(resp.starts_with("HTTP/1.1 503"), "{resp}");
         // The upstream probe or the policy check reports first; either way not ready.
         assert!(resp.contains("not ready"), "{resp}");
+        let mut conn = tokio::net::TcpStream::connect(ops).await?;
+        conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut metrics = String::new();
+        conn.read_to_string(&mut metrics).await?;
+        assert!(
+            metrics.contains("gatehouse_agent_policy_loaded 0"),
+            "{metrics}"
+        );
     }
     stack.shutdown().await;
     Ok(())

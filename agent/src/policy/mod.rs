@@ -17,8 +17,10 @@ pub mod fetch;
 pub mod file;
 
 use gatehouse_common::policy::Policy;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -68,17 +70,61 @@ pub enum PolicySourceError {
     Url(String),
 }
 
+/// Metrics of the active policy (`gatehouse_agent_policy_*`).
+#[derive(Debug, Clone, Default)]
+pub struct PolicyMetrics {
+    /// 1 once a policy is loaded.
+    pub loaded: Gauge,
+    /// Rules in the active policy.
+    pub rules: Gauge,
+    /// New versions applied.
+    pub updates: Counter,
+    /// Updates refused (invalid or unreadable); the previous policy stayed.
+    pub rejected: Counter,
+}
+
+impl PolicyMetrics {
+    /// Registers the families in `registry` (already prefixed `gatehouse_agent`).
+    pub fn register(&self, registry: &mut Registry) {
+        let sub = registry.sub_registry_with_prefix("policy");
+        sub.register(
+            "loaded",
+            "1 once a policy is loaded (requests are refused before)",
+            self.loaded.clone(),
+        );
+        sub.register("rules", "Rules in the active policy", self.rules.clone());
+        sub.register(
+            "updates",
+            "New policy versions applied",
+            self.updates.clone(),
+        );
+        sub.register(
+            "rejected_updates",
+            "Policy updates refused (the previous policy stayed active)",
+            self.rejected.clone(),
+        );
+    }
+}
+
 /// The policy requests are decided with, replaced whole when a new version validates.
 #[derive(Debug, Default)]
 pub struct ActivePolicy {
     current: RwLock<Option<Arc<Policy>>>,
-    rejected: AtomicU64,
+    metrics: PolicyMetrics,
 }
 
 impl ActivePolicy {
     /// No policy yet: every request is refused with 503 until one is set.
     pub fn empty() -> Arc<Self> {
         Arc::new(Self::default())
+    }
+
+    /// [`ActivePolicy::empty`] reporting to `metrics`.
+    pub fn with_metrics(metrics: PolicyMetrics) -> Arc<Self> {
+        Arc::new(Self {
+            current: RwLock::default(),
+            metrics,
+        })
     }
 
     /// A fixed policy (in-process tests, or a caller managing updates itself).
@@ -117,13 +163,16 @@ impl ActivePolicy {
             rules = policy.rules().len(),
             "policy active"
         );
+        self.metrics.loaded.set(1);
+        self.metrics.rules.set(policy.rules().len() as i64);
+        self.metrics.updates.inc();
         *current = Some(Arc::new(policy));
         true
     }
 
     /// Counts and logs an update that was refused (the old policy stays).
     pub fn reject(&self, source: &str, err: &dyn std::fmt::Display) {
-        self.rejected.fetch_add(1, Ordering::Relaxed);
+        self.metrics.rejected.inc();
         tracing::error!(
             source,
             error = %err,
@@ -134,7 +183,7 @@ impl ActivePolicy {
 
     /// Updates refused so far.
     pub fn rejected(&self) -> u64 {
-        self.rejected.load(Ordering::Relaxed)
+        self.metrics.rejected.get()
     }
 
     /// `/readyz` condition: a policy is loaded.
