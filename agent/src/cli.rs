@@ -14,10 +14,11 @@ use std::time::Duration;
 /// server with its own credential, impersonating the verified user and groups, so that
 /// Kubernetes RBAC and the API server's audit log still see the real person.
 ///
-/// This version authenticates, refuses ambiguous paths and client impersonation
-/// (`kubectl --as`), relays watches, logs and exec/attach/port-forward streams, and writes
-/// one audit line per request to the log. Policies, approvals, masking, recordings and
-/// shipping to the collector arrive in later versions.
+/// This version authenticates, refuses ambiguous paths, decides every request with the
+/// policy (--policy-file or --policy-url; without one every request is refused), relays
+/// watches, logs and exec/attach/port-forward streams, and audits every request.
+/// Approvals (require_approval rules are refused for now), masking and recordings arrive
+/// in later versions.
 #[derive(Debug, Parser)]
 #[command(name = "gatehouse-agent", version, about, long_about)]
 pub struct Args {
@@ -323,6 +324,32 @@ pub struct Args {
     /// beyond one watch event.
     #[arg(long, value_parser = parse_bytes, default_value = "64Mi")]
     pub mask_body_limit: u64,
+    // --- policy ---
+    /// Policy file requests are decided with (development, tests, or a mounted ConfigMap).
+    /// Checked at start (a bad file stops the agent) and re-read when it changes; a bad
+    /// edit is refused with its line number and the previous policy stays active.
+    #[arg(
+        long,
+        env = "GATEHOUSE_POLICY_FILE",
+        value_name = "FILE",
+        conflicts_with = "policy_url"
+    )]
+    pub policy_file: Option<PathBuf>,
+    /// Collector to follow the policy from (`https://host:port` of its agent listener, as
+    /// --collector-url; authenticated with the --collector-ca-file, --collector-client-cert
+    /// and --collector-token-file settings). Changes arrive by long-poll. Until a first
+    /// policy is loaded (or read from --policy-cache) every request gets 503.
+    #[arg(long, env = "GATEHOUSE_POLICY_URL", value_name = "URL")]
+    pub policy_url: Option<String>,
+    /// File keeping the last good policy from --policy-url (put it on the agent's state
+    /// volume), so an agent restarted while the collector is down still decides requests.
+    #[arg(
+        long,
+        env = "GATEHOUSE_POLICY_CACHE",
+        value_name = "FILE",
+        requires = "policy_url"
+    )]
+    pub policy_cache: Option<PathBuf>,
 
     // --- runtime ---
     /// Threads serving requests. The default, 2, is fixed rather than one per core: a node
@@ -407,6 +434,16 @@ impl Args {
             default_profile: self.default_mask_profile,
             body_limit: usize::try_from(self.mask_body_limit).unwrap_or(usize::MAX),
         };
+        // --- policy ---
+        config.policy.file = self.policy_file;
+        config.policy.cache = self.policy_cache;
+        config.policy.url = self.policy_url.map(|url| crate::ship::ShipConfig {
+            ca_file: self.collector_ca_file.clone(),
+            token_file: self.collector_token_file.clone(),
+            client_cert: self.collector_client_cert.clone(),
+            client_key: self.collector_client_key.clone(),
+            ..crate::ship::ShipConfig::new(url, config.site.node.clone())
+        });
         config.ship = self.collector_url.map(|url| crate::ship::ShipConfig {
             ca_file: self.collector_ca_file,
             token_file: self.collector_token_file,

@@ -65,6 +65,10 @@ pub struct AgentConfig {
     // --- masking ---
     /// Masking profiles and limits.
     pub mask: crate::forward::mask::MaskConfig,
+    // --- policy ---
+    /// `--policy-file` / `--policy-url` / `--policy-cache`: where the policy comes from.
+    /// Without a source every request is refused (503) until one is configured.
+    pub policy: crate::policy::PolicyConfig,
 }
 
 /// Limits of the kubectl listener, so that one client cannot exhaust the agent.
@@ -178,6 +182,7 @@ impl Default for AgentConfig {
             spool: None,
             ship: None,
             mask: crate::forward::mask::MaskConfig::default(),
+            policy: crate::policy::PolicyConfig::new(),
         }
     }
 }

@@ -10,6 +10,8 @@
 //! - [`proxy`]: the request path, assembled in one function, phase by phase.
 //! - [`authenticate`]: Bearer OIDC ID token verification (discovery, JWKS, claims, cache).
 //! - [`classify`]: [`classify::RequestInfo`] and rejection of ambiguous paths.
+//! - [`authorize`]: the policy decides a classified request (impersonation included).
+//! - [`policy`]: the active policy, its sources (file, collector long-poll) and cache.
 //! - [`forward`]: the upstream client: header rewriting, impersonation, streaming, upgrades;
 //!   `forward::mask`, the mask phase (JSON-only `Accept`, gzip, masked bodies, watches, logs).
 //! - [`metrics`]: Prometheus metrics (`gatehouse_agent_*`), fed by audit events.
@@ -27,6 +29,7 @@
 
 pub mod audit;
 pub mod authenticate;
+pub mod authorize;
 pub mod classify;
 pub mod cli;
 pub mod config;
@@ -34,6 +37,7 @@ pub mod ebpf;
 pub mod forward;
 pub mod metrics;
 pub mod ops;
+pub mod policy;
 pub mod proxy;
 pub mod server;
 pub mod shutdown;

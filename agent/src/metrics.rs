@@ -55,6 +55,8 @@ pub struct Metrics {
     // --- spool + shipper ---
     spool: crate::spool::SpoolMetrics,
     ship: crate::ship::ShipMetrics,
+    // --- policy ---
+    policy: crate::policy::PolicyMetrics,
 }
 
 impl Default for Metrics {
@@ -120,7 +122,11 @@ impl Metrics {
         spool.register(&mut registry);
         let ship = crate::ship::ShipMetrics::default();
         ship.register(&mut registry);
+        // --- policy ---
+        let policy = crate::policy::PolicyMetrics::default();
+        policy.register(&mut registry);
         Self {
+            policy,
             spool,
             ship,
             registry,
@@ -171,6 +177,11 @@ impl Metrics {
     /// The spool's metrics (registered here, fed by the spool).
     pub fn spool(&self) -> &crate::spool::SpoolMetrics {
         &self.spool
+    }
+
+    /// The active policy's metrics.
+    pub fn policy(&self) -> &crate::policy::PolicyMetrics {
+        &self.policy
     }
 
     /// The shipper's metrics.

@@ -7,11 +7,14 @@ use crate::audit::event::{self, Outcome, Site};
 use crate::audit::request_body::CountedRequestBody;
 use crate::audit::sink::AuditSink;
 use crate::authenticate::Authenticator;
+use crate::authorize;
 use crate::classify;
+use crate::forward::Forwarder;
 use crate::forward::session::SessionStart;
-use crate::forward::{Forwarder, headers};
+use crate::policy::ActivePolicy;
 use crate::status::ProxyError;
-use gatehouse_common::audit::AnsweredBy;
+use gatehouse_common::audit::{AnsweredBy, Decision};
+use gatehouse_common::policy::Action;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use std::net::SocketAddr;
@@ -28,6 +31,8 @@ pub struct Proxy {
     spool: Option<Arc<crate::spool::Spool>>,
     // --- masking ---
     masking: Option<Arc<crate::forward::mask::Masking>>,
+    // --- policy ---
+    policy: Arc<ActivePolicy>,
 }
 
 impl Proxy {
@@ -46,7 +51,20 @@ impl Proxy {
             site,
             spool: None,
             masking: None,
+            policy: ActivePolicy::empty(),
         }
+    }
+
+    // --- policy ---
+    /// Decides requests with `policy`; without one every request is refused with 503.
+    pub fn with_policy(mut self, policy: Arc<ActivePolicy>) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The active policy holder.
+    pub fn policy(&self) -> &Arc<ActivePolicy> {
+        &self.policy
     }
 
     // --- spool ---
@@ -148,17 +166,34 @@ impl Proxy {
             ctx.session_id = Some(uuid::Uuid::new_v4().to_string());
         }
 
-        // 3. authorize (placeholder until the policy engine): the user may act only as
-        //    themselves, so client-sent impersonation (`kubectl --as`) is refused here,
-        //    rather than silently stripped, so the user knows why.
-        if let Some(header) = headers::client_impersonation(req.headers()) {
-            ctx.denied_by = Some("impersonation");
-            return Err(ProxyError::Forbidden(format!(
-                "user \"{}\" cannot impersonate through gatehouse (header {header}); \
-                 requests already reach the cluster as you",
-                identity.username
-            )));
-        }
+        // 3. authorize after classification, on the attributes no spelling can dodge: the
+        //    policy decides for the verified identity (a `--as` target only when a rule
+        //    allows impersonating it). Without a policy nothing passes (fail closed).
+        let Some(policy) = self.policy.get() else {
+            ctx.denied_by = Some("policy_not_loaded");
+            return Err(ProxyError::UpstreamUnavailable(
+                crate::policy::NOT_LOADED_MESSAGE.into(),
+            ));
+        };
+        let verdict = match &ctx.info {
+            Some(info) => authorize::authorize(&policy, &identity, info, req.headers()),
+            None => return Err(ProxyError::Internal("request was not classified".into())),
+        };
+        let identity = match verdict {
+            Ok(ok) => {
+                ctx.decision = Some((Decision::Allow, ok.rule));
+                // the rule's `mask` profile; `None` leaves --default-mask-profile in force.
+                ctx.mask_profile = ok.outcome.mask.clone();
+                ctx.policy = Some(ok.outcome);
+                ok.forward_as
+            }
+            Err(refused) => {
+                let refused = *refused;
+                ctx.decision = Some((audit_decision(refused.action), refused.rule));
+                ctx.policy = Some(refused.outcome);
+                return Err(ProxyError::Forbidden(refused.message));
+            }
+        };
 
         // mask: decided after policy (which may name the profile), set up before
         // forwarding (the API server must be asked for JSON), applied to the response.
@@ -190,5 +225,14 @@ impl Proxy {
             Some(plan) => plan.respond(resp).await,
             None => Ok(resp),
         }
+    }
+}
+
+/// The audit event's decision for a refusing policy action.
+fn audit_decision(action: Action) -> Decision {
+    match action {
+        Action::Allow => Decision::Allow,
+        Action::RequireApproval => Decision::RequireApproval,
+        Action::Deny => Decision::Deny,
     }
 }

@@ -54,6 +54,10 @@ pub enum ServerError {
     /// The masking profiles are unusable.
     #[error("loading masking profiles")]
     Mask(#[from] crate::forward::mask::MaskSetupError),
+    // --- policy ---
+    /// The policy source is unusable (e.g. an invalid --policy-file).
+    #[error("loading the policy")]
+    Policy(#[from] crate::policy::PolicySourceError),
 }
 
 /// Builds the request path from `config`.
@@ -112,7 +116,11 @@ fn build_parts(
         proxy = proxy.with_spool(spool);
     }
     proxy = proxy.with_masking(Arc::new(crate::forward::mask::Masking::load(&config.mask)?));
-    Ok((proxy, keys))
+    // --- policy ---
+    Ok((
+        proxy.with_policy(crate::policy::ActivePolicy::empty()),
+        keys,
+    ))
 }
 
 /// Serves kubectl on `listener` until `shutdown` resolves, then drains in-flight
@@ -148,11 +156,15 @@ pub async fn run(
         _ => None,
     };
     let spool = proxy.spool().cloned();
-    let ready_checks: Vec<crate::ops::ReadyCheck> = proxy
+    // --- policy ---
+    // A bad --policy-file stops the start; the collector source runs in the background.
+    let policy_task = crate::policy::start(&config.policy, proxy.policy())?;
+    let mut ready_checks: Vec<crate::ops::ReadyCheck> = proxy
         .spool()
         .map(|spool| crate::spool::Spool::ready_check(spool.clone()))
         .into_iter()
         .collect();
+    ready_checks.push(proxy.policy().ready_check());
     let ops = match config.ops_listen {
         Some(addr) => Some(start_ops(addr, &config, metrics.clone(), keys, ready_checks).await?),
         None => None,
@@ -168,6 +180,9 @@ pub async fn run(
     )
     .await;
     refresher.abort();
+    if let Some(task) = policy_task {
+        task.abort();
+    }
     if let Some(ops) = ops {
         ops.abort();
     }

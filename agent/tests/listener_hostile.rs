@@ -140,7 +140,8 @@ async fn start(tune: impl FnOnce(&mut AgentConfig, &Path)) -> Result<Agent, BoxE
         Forwarder::new(&config.upstream)?,
         std::sync::Arc::new(gatehouse_agent::audit::sink::FanOut::new().with(events.clone())),
         gatehouse_agent::audit::event::Site::default(),
-    );
+    )
+    .with_policy(support::allow_all_policy());
     let tls = gatehouse_agent::tls::listener_config(
         &config.tls_cert_file,
         &config.tls_key_file,

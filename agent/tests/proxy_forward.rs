@@ -198,7 +198,8 @@ async fn start(upstream: SocketAddr) -> Result<Harness, Box<dyn std::error::Erro
         Forwarder::new(&config.upstream)?,
         events.clone(),
         gatehouse_agent::audit::event::Site::default(),
-    );
+    )
+    .with_policy(support::allow_all_policy());
 
     let cert_key = rcgen::KeyPair::generate()?;
     let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".into()])?.self_signed(&cert_key)?;
@@ -394,7 +395,7 @@ async fn streams_are_relayed_without_buffering() -> TestResult {
         ),
         ("list", 200, 8)
     );
-    assert_eq!(ended[0].decided_by, "builtin:no-policy-yet");
+    assert_eq!(ended[0].decided_by, "test-allow-all");
     Ok(())
 }
 

@@ -86,7 +86,8 @@ async fn start(policy: FullPolicy) -> Result<Agent, Box<dyn std::error::Error + 
         Arc::new(FanOut::new().with(spool.clone())),
         gatehouse_agent::audit::event::Site::default(),
     )
-    .with_spool(spool.clone());
+    .with_spool(spool.clone())
+    .with_policy(support::allow_all_policy());
 
     let key = rcgen::KeyPair::generate()?;
     let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".into()])?.self_signed(&key)?;

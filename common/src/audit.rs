@@ -157,6 +157,32 @@ impl Decision {
     }
 }
 
+/// The policy's side of a decision: which policy version decided and the options of the
+/// matching rules, so that masking, recording and tracing can be audited per request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PolicyOutcome {
+    /// Content version of the policy that decided.
+    pub version: String,
+    /// Masking profile applied to the response, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask: Option<String>,
+    /// Sessions are recorded.
+    #[serde(default)]
+    pub record: bool,
+    /// Processes and connections are traced with eBPF.
+    #[serde(default)]
+    pub trace: bool,
+    /// Groups that may approve (require_approval decisions).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvers: Vec<String>,
+    /// The user the request was made as (`kubectl --as`), when a rule allowed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impersonated_user: Option<String>,
+    /// The groups it was made as (`kubectl --as-group`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub impersonated_groups: Vec<String>,
+}
+
 /// Who answered the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -247,6 +273,10 @@ pub struct ApiRequestEvent {
     pub decision: Decision,
     /// What decided: a policy rule name, or a built-in check such as `authentication`.
     pub decided_by: String,
+    /// What the policy said beyond the decision (absent when no policy ran, e.g. a
+    /// request refused at authentication).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyOutcome>,
     /// Who answered.
     pub answered_by: AnsweredBy,
     /// HTTP status code returned to the client.

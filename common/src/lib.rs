@@ -12,6 +12,8 @@
 //!   token cache), used by the agent and the collector's query API.
 //! - [`mask`] (feature `mask`): masking engine — profiles, JSON masking by object kind,
 //!   the streaming text masker for logs and exec/attach output.
+//! - [`policy`] (feature `policy`): the policy language (YAML, line-numbered validation)
+//!   and its engine (indexed rules, most restrictive match, default deny).
 #![cfg_attr(not(feature = "std"), no_std)]
 
 #[cfg(feature = "std")]
@@ -23,5 +25,7 @@ pub mod kernel;
 pub mod mask;
 #[cfg(feature = "oidc")]
 pub mod oidc;
+#[cfg(feature = "policy")]
+pub mod policy;
 #[cfg(feature = "std")]
 pub mod spdy;

@@ -60,9 +60,10 @@ pub fn api_request_event(ctx: RequestContext, site: &Site, out: Outcome) -> ApiR
         Some(id) => (id.auth_method, id.username.clone(), id.groups.clone()),
         None => (AuthMethod::None, String::new(), Vec::new()),
     };
-    let (decision, decided_by) = match ctx.denied_by {
-        Some(check) => (Decision::Deny, check.to_string()),
-        None => (Decision::Allow, NO_POLICY_YET.to_string()),
+    let (decision, decided_by) = match (ctx.denied_by, ctx.decision) {
+        (Some(check), _) => (Decision::Deny, check.to_string()),
+        (None, Some(decided)) => decided,
+        (None, None) => (Decision::Allow, NO_POLICY_YET.to_string()),
     };
     ApiRequestEvent {
         event_id: uuid::Uuid::new_v4().to_string(),
@@ -90,6 +91,7 @@ pub fn api_request_event(ctx: RequestContext, site: &Site, out: Outcome) -> ApiR
         exec: info.exec,
         decision,
         decided_by,
+        policy: ctx.policy,
         answered_by: out.answered_by,
         status_code: out.status_code,
         error: ctx.error.unwrap_or_default(),

@@ -51,6 +51,11 @@ pub struct RequestContext {
     // --- masking ---
     /// Masking profile the matching policy rule names (`None`: `--default-mask-profile`).
     pub mask_profile: Option<String>,
+    // --- policy ---
+    /// The policy's decision and the deciding rule, once the authorize phase ran.
+    pub decision: Option<(gatehouse_common::audit::Decision, String)>,
+    /// The policy's options and version (masking reads `mask` from here).
+    pub policy: Option<gatehouse_common::audit::PolicyOutcome>,
 }
 
 impl RequestContext {
@@ -81,6 +86,8 @@ impl RequestContext {
             denied_by: None,
             session_id: None,
             mask_profile: None,
+            decision: None,
+            policy: None,
         }
     }
 }

@@ -244,7 +244,7 @@ async fn read_acks(
 
 /// rustls client config: the collector's CA (or the Mozilla roots), ALPN h2, and the
 /// agent's client certificate when configured.
-fn client_tls(config: &ShipConfig) -> Result<rustls::ClientConfig, ShipError> {
+pub(crate) fn client_tls(config: &ShipConfig) -> Result<rustls::ClientConfig, ShipError> {
     let tls_err = |e: &dyn std::fmt::Display| ShipError::Config(format!("collector TLS: {e}"));
     let mut tls = match (&config.client_cert, &config.client_key) {
         (None, None) => {

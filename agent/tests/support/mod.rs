@@ -79,3 +79,29 @@ impl RequestEvents {
         self.all()
     }
 }
+
+/// The policy of the agent's own tests, which are about proxying: every user may use
+/// every verb except `impersonate` (client impersonation stays refused), on every resource,
+/// subresource and non-resource path.
+pub const ALLOW_ALL_POLICY: &str = r#"apiVersion: gatehouse.dev/v1
+kind: Policy
+rules:
+  - name: test-allow-all
+    subjects: {users: ["*"]}
+    match:
+      verbs: [get, list, watch, create, update, patch, delete, deletecollection]
+      subresources: ["*"]
+    action: allow
+  - name: test-non-resource
+    subjects: {users: ["*"]}
+    match: {nonResourceURLs: ["*"]}
+    action: allow
+"#;
+
+/// [`ALLOW_ALL_POLICY`] as the agent's active policy.
+pub fn allow_all_policy() -> std::sync::Arc<gatehouse_agent::policy::ActivePolicy> {
+    match gatehouse_common::policy::Policy::parse(ALLOW_ALL_POLICY) {
+        Ok(policy) => gatehouse_agent::policy::ActivePolicy::fixed(policy),
+        Err(err) => panic!("test policy invalid: {err}"),
+    }
+}

@@ -6,6 +6,7 @@ use gatehouse_collector::config::CollectorConfig;
 use gatehouse_collector::ingest::token_review::{TokenReviewConfig, TokenReviewer};
 use gatehouse_collector::ingest::{self, IngestConfig, IngestState};
 use gatehouse_collector::metrics::IngestMetrics;
+use gatehouse_collector::policy::{PolicyMetrics, PolicyStore};
 use gatehouse_collector::store::AuditStore;
 use gatehouse_collector::store::clickhouse::{ClickHouseConfig, ClickHouseStore};
 use gatehouse_collector::store::embedded::EmbeddedStore;
@@ -184,6 +185,22 @@ struct Args {
     /// everyone else gets 403.
     #[arg(long, value_delimiter = ',', default_value = "security")]
     query_groups: Vec<String>,
+
+    // --- policy ---
+    /// Policy file (YAML, `kind: Policy`) served to agents on the ingest listener
+    /// (`GET /v1/policy`). Validated at start: a bad file stops the collector. Re-read on
+    /// SIGHUP and when the file changes (checked every second); a bad update is refused,
+    /// logged with its line number and counted in
+    /// gatehouse_collector_policy_reload_failures_total, and the old policy stays active.
+    #[arg(long, env = "GATEHOUSE_POLICY", value_name = "FILE")]
+    policy: Option<PathBuf>,
+
+    /// Groups whose members may replace the policy with `PUT /v1/policy` on the query API
+    /// (--api-listen; comma-separated or repeated). Each attempt is an audit event, stored
+    /// before the change is made; the new text is validated whole and written to --policy.
+    /// Default: nobody.
+    #[arg(long, value_delimiter = ',', requires = "policy")]
+    policy_admin_groups: Vec<String>,
 }
 
 /// Where the embedded store lives unless --store-dir says otherwise.
@@ -283,6 +300,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         drain_timeout: Duration::from_secs(args.drain_timeout_secs),
     };
     let mut registry = prometheus_client::registry::Registry::default();
+    // --- policy ---
+    // Loaded before anything listens: a collector with a bad policy must not start.
+    let policy = match &args.policy {
+        Some(path) => {
+            let store = PolicyStore::load(path, PolicyMetrics::register(&mut registry))
+                .context("--policy")?;
+            tokio::spawn(store.clone().watch(Duration::from_secs(1)));
+            Some(store)
+        }
+        None => None,
+    };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -355,6 +383,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     ..IngestConfig::default()
                 },
                 token_reviewer,
+                policy: policy.clone(),
             });
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -374,6 +403,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_key_file) else {
                 anyhow::bail!("--api-listen needs --tls-cert-file and --tls-key-file");
             };
+            let audit_writes = store.as_ref().map(|s| s.writes.clone());
             let Some(store) = store.as_ref().map(|s| s.reads.clone()) else {
                 anyhow::bail!("internal: the store was not opened for the query API");
             };
@@ -418,6 +448,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 query_groups: groups,
                 handshake_timeout: Duration::from_secs(10),
                 drain_timeout: config.drain_timeout,
+                policy_admin: match (&policy, audit_writes) {
+                    (Some(policy), Some(audit)) => Some(query_api::policy_admin::PolicyAdmin {
+                        policy: policy.clone(),
+                        admin_groups: args
+                            .policy_admin_groups
+                            .iter()
+                            .map(|g| g.trim().to_string())
+                            .filter(|g| !g.is_empty())
+                            .collect(),
+                        audit,
+                    }),
+                    _ => None,
+                },
             });
             let listener = tokio::net::TcpListener::bind(addr)
                 .await

@@ -13,8 +13,9 @@ use std::time::Duration;
 /// This version logs in to an OIDC issuer (`gatehouse login`: browser with PKCE, or the
 /// device flow), acts as kubectl's exec credential plugin from the cached tokens, refreshing
 /// them when they expire (`gatehouse token`), drops them (`gatehouse logout`), writes a
-/// kubeconfig (`gatehouse kubeconfig`) and checks a collector's health. Approvals and audit
-/// search arrive in later versions.
+/// kubeconfig (`gatehouse kubeconfig`), checks a collector's health, searches the audit
+/// trail, and validates and explains policies (`gatehouse policy check|test`). Approvals
+/// arrive in a later version.
 #[derive(Debug, Parser)]
 #[command(name = "gatehouse", version, about, long_about)]
 struct Args {
@@ -63,6 +64,63 @@ enum Command {
     /// Read exec, attach and port-forward sessions from the collector's query API.
     #[command(subcommand)]
     Sessions(SessionsCommand),
+    // --- policy (issue 5, item 1) ---
+    /// Validate a policy file, or explain which rule decides a request.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Validate a policy file: every problem is printed with its line and column; exits 1
+    /// if there is any.
+    Check {
+        /// The policy file (YAML, `kind: Policy`).
+        file: std::path::PathBuf,
+    },
+    /// Explain which rule decides a request, and which other rules match it.
+    ///
+    /// Give the request as a kubectl command line after `--`, e.g.
+    /// `gatehouse policy test policy.yaml --as alice --groups engineers -- kubectl delete ns prod`,
+    /// or with --verb/--resource/--namespace/--name (which also override the parsed
+    /// line). Exits 0 whatever the decision; 1 when the file or the request is unusable.
+    Test(Box<PolicyTestArgs>),
+}
+
+#[derive(Debug, clap::Args)]
+struct PolicyTestArgs {
+    /// The policy file.
+    file: std::path::PathBuf,
+    /// The user making the request.
+    #[arg(long = "as", value_name = "USER")]
+    user: String,
+    /// The user's groups (comma-separated or repeated).
+    #[arg(long, value_delimiter = ',')]
+    groups: Vec<String>,
+    /// Kubernetes verb (get, list, watch, create, update, patch, delete, ...).
+    #[arg(long)]
+    verb: Option<String>,
+    /// Plural resource, e.g. pods.
+    #[arg(long)]
+    resource: Option<String>,
+    /// API group (empty = core).
+    #[arg(long)]
+    api_group: Option<String>,
+    /// Subresource, e.g. exec or log.
+    #[arg(long)]
+    subresource: Option<String>,
+    /// Namespace.
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Object name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Treat the request as a dry run.
+    #[arg(long)]
+    dry_run: bool,
+    /// The kubectl command line (after `--`).
+    #[arg(last = true)]
+    kubectl: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -310,7 +368,56 @@ async fn main() -> anyhow::Result<()> {
         Command::Audit(AuditCommand::Search(a)) => exit_on_error(audit_search(&a).await),
         Command::Sessions(SessionsCommand::List(a)) => exit_on_error(sessions_list(&a).await),
         Command::Sessions(SessionsCommand::Show(a)) => exit_on_error(sessions_show(&a).await),
+        Command::Policy(PolicyCommand::Check { file }) => exit_on_error(policy_check(&file)),
+        Command::Policy(PolicyCommand::Test(a)) => exit_on_error(policy_test(&a)),
     }
+}
+
+fn read_policy(file: &std::path::Path) -> anyhow::Result<gatehouse_common::policy::Policy> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    gatehouse_common::policy::Policy::parse(&text).map_err(|e| {
+        let lines: Vec<String> = e
+            .issues
+            .iter()
+            .map(|i| format!("{}:{i}", file.display()))
+            .collect();
+        anyhow::anyhow!("invalid policy\n{}", lines.join("\n"))
+    })
+}
+
+fn policy_check(file: &std::path::Path) -> anyhow::Result<()> {
+    let policy = read_policy(file)?;
+    println!("{}", gatehouse_collector::cli::policy::summary(&policy));
+    Ok(())
+}
+
+fn policy_test(a: &PolicyTestArgs) -> anyhow::Result<()> {
+    use gatehouse_collector::cli::policy::{TestRequest, explain, kubectl_request};
+    let policy = read_policy(&a.file)?;
+    let mut req = if a.kubectl.is_empty() {
+        TestRequest::default()
+    } else {
+        kubectl_request(&a.kubectl)?
+    };
+    for (field, value) in [
+        (&mut req.verb, &a.verb),
+        (&mut req.resource, &a.resource),
+        (&mut req.api_group, &a.api_group),
+        (&mut req.subresource, &a.subresource),
+        (&mut req.namespace, &a.namespace),
+        (&mut req.name, &a.name),
+    ] {
+        if let Some(v) = value {
+            *field = v.clone();
+        }
+    }
+    req.dry_run |= a.dry_run;
+    if req.verb.is_empty() || (req.path.is_none() && req.resource.is_empty()) {
+        bail!("give the request as `-- kubectl ...` or with --verb and --resource");
+    }
+    print!("{}", explain(&policy, &req, &a.user, &a.groups));
+    Ok(())
 }
 
 /// Tokens closer than this to expiry are not handed to kubectl (clock skew, request time).

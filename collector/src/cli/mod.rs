@@ -1,5 +1,5 @@
 //! Library modules behind the `gatehouse` user CLI (login, token cache and refresh, kubectl
-//! exec credential, kubeconfig, audit queries).
+//! exec credential, kubeconfig, audit queries, policy check/test).
 
 pub mod audit;
 pub mod cache;
@@ -10,4 +10,5 @@ pub mod login;
 pub mod loopback;
 pub mod oidc;
 pub mod pkce;
+pub mod policy;
 pub mod refresh;

@@ -1,5 +1,6 @@
 //! The collector's ingest endpoint: a TLS (ALPN `h2`) listener serving
-//! `POST /v1/ingest` to authenticated agents (wire format in `gatehouse_common::ingest`).
+//! `POST /v1/ingest` to authenticated agents (wire format in `gatehouse_common::ingest`),
+//! and `GET /v1/policy` (the active policy, long-polled; see [`crate::policy`]).
 //!
 //! # Layout
 //! - [`tls`]: the listener's rustls config and the agent name of a client certificate.
@@ -70,6 +71,9 @@ pub struct IngestState {
     /// Checks bearer tokens of agents without a client certificate (`None`: certificates
     /// only).
     pub token_reviewer: Option<token_review::TokenReviewer>,
+    // --- policy ---
+    /// The policy served to agents on `GET /v1/policy` (`None`: not served).
+    pub policy: Option<Arc<crate::policy::PolicyStore>>,
 }
 
 /// Serves ingest on `listener` with `tls` until `shutdown` resolves, then drains.
@@ -117,6 +121,11 @@ pub async fn handle(
     cert_agent: Option<Arc<str>>,
     req: Request<Incoming>,
 ) -> Response<IngestBody> {
+    // --- policy ---
+    // Agents follow the policy on the listener they already authenticate to.
+    if crate::policy::is_policy_path(req.uri().path()) {
+        return serve_policy(state, cert_agent, &req).await;
+    }
     if req.uri().path() != INGEST_PATH {
         return status(
             StatusCode::NOT_FOUND,
@@ -149,6 +158,32 @@ pub async fn handle(
     }
     state.metrics.streams.inc();
     stream::start(state.clone(), agent, req.into_body())
+}
+
+/// `GET /v1/policy` for an authenticated agent.
+async fn serve_policy<B>(
+    state: &IngestState,
+    cert_agent: Option<Arc<str>>,
+    req: &Request<B>,
+) -> Response<IngestBody> {
+    let Some(policy) = &state.policy else {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "this collector serves no policy (start it with --policy FILE)",
+        );
+    };
+    if req.method() != Method::GET {
+        return status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "use GET for /v1/policy",
+        );
+    }
+    if let Err(resp) = authenticate(state, cert_agent, req).await {
+        return *resp;
+    }
+    crate::policy::boxed(policy.respond(req.uri().query()).await)
 }
 
 /// The agent name batches must carry (`Ok(None)`: a token without a node binding, any

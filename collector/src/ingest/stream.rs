@@ -320,6 +320,7 @@ mod tests {
                 ..IngestConfig::default()
             },
             token_reviewer: None,
+            policy: None,
         })
     }
 

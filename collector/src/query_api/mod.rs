@@ -3,12 +3,15 @@
 //!
 //! - `GET /v1/audit/requests?user=&group=&verb=&...` → `{"items":[...],"next":cursor|null}`
 //! - `GET /v1/sessions?user=&namespace=&pod=&kind=&...`, `GET /v1/sessions/{id}`
+//! - `GET|PUT /v1/policy`: the active policy; replaced by `--policy-admin-groups` members,
+//!   each attempt an audit event ([`policy_admin`]).
 //! - `Accept: application/x-ndjson` or `format=ndjson` on a list: every match, one JSON
 //!   object a line, paged server-side one store page at a time (bounded memory).
 //!
 //! Errors are `v1.Status`-like JSON. Every query is logged (who, what); tokens never are.
 
 pub mod params;
+pub mod policy_admin;
 
 use crate::store::StoreError;
 use crate::store::query::{AuditQuery, MAX_PAGE, Page, PageRequest};
@@ -48,6 +51,9 @@ pub struct ApiState {
     pub handshake_timeout: Duration,
     /// Time in-flight requests (and exports) may take to finish after shutdown.
     pub drain_timeout: Duration,
+    // --- policy ---
+    /// `GET|PUT /v1/policy` (`None`: the collector holds no policy).
+    pub policy_admin: Option<policy_admin::PolicyAdmin>,
 }
 
 /// The listener's TLS settings: the collector's certificate, ALPN `h2` and `http/1.1`.
@@ -113,7 +119,15 @@ pub async fn serve(
         async move {
             let service = service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(&state, req).await) }
+                async move {
+                    // --- policy ---
+                    if policy_admin::is_policy_path(req.uri().path()) {
+                        return Ok::<_, std::convert::Infallible>(
+                            policy_admin::handle(&state, req).await,
+                        );
+                    }
+                    Ok::<_, std::convert::Infallible>(handle(&state, req).await)
+                }
             });
             let builder = auto::Builder::new(TokioExecutor::new());
             let conn = builder.serve_connection(TokioIo::new(tls), service);

@@ -58,6 +58,7 @@ impl Fixture {
             .collect();
         store.insert(&events).await?;
         let state = Arc::new(ApiState {
+            policy_admin: None,
             store: store.clone(),
             authenticator: Authenticator::new(config, KeyStore::fixed(keys)),
             query_groups: vec!["security".into()],

@@ -224,6 +224,7 @@ impl From<RequestRead> for ApiRequestEvent {
             exec,
             decision: from_name(&r.decision),
             decided_by: r.decided_by,
+            policy: None,
             answered_by: from_name(&r.answered_by),
             status_code: r.status_code,
             error: r.error,

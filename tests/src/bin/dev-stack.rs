@@ -28,7 +28,9 @@ use anyhow::Context;
 use clap::Parser;
 use gatehouse_tests::clickhouse::ClickHouse;
 use gatehouse_tests::harness::kubeconfig;
-use gatehouse_tests::harness::stack::{AuditStore, Stack, StackOptions};
+use gatehouse_tests::harness::stack::{
+    AuditStore, Stack, StackOptions, StackPolicy, default_policy,
+};
 use gatehouse_tests::oidc::DEV_PASSWORD;
 use std::path::{Path, PathBuf};
 
@@ -142,6 +144,9 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("dev-stack: audit store: {store}");
     let mut options = StackOptions::new(&out_dir);
     options.audit_store = Some(store);
+    // The shipped default policy, held by the collector and followed by the agent, as in
+    // a real deployment.
+    options.policy = StackPolicy::Collector(default_policy());
     options.cgroup_root = if args.no_cgroups { None } else { cgroup_root() };
     options.upstream_kubeconfig = upstream.clone();
     options.upstream_context = args.context.clone();

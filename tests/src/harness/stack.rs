@@ -66,6 +66,36 @@ pub struct StackOptions {
     /// With `--upstream-credential=eks` in `agent_args`, the stack passes no
     /// `--upstream-token-file`.
     pub agent_env: Vec<(String, String)>,
+    // --- policy ---
+    /// Where the agent's policy comes from.
+    pub policy: StackPolicy,
+}
+
+/// Where the stack's agent gets its policy.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StackPolicy {
+    /// [`test_stack_policy`] as the agent's `--policy-file`: every verb for every user
+    /// except impersonation, for tests about proxying rather than policy.
+    #[default]
+    TestStack,
+    /// This file as the agent's `--policy-file`.
+    AgentFile(PathBuf),
+    /// This file as the collector's `--policy`, which the agent follows (`--policy-url`,
+    /// `--policy-cache` in the stack directory). Needs an audit store: the policy is served
+    /// on the collector's agent (ingest) listener.
+    Collector(PathBuf),
+    /// No policy anywhere: the agent answers every request 503.
+    None,
+}
+
+/// `tests/policy/test-stack.yaml`.
+pub fn test_stack_policy() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("policy/test-stack.yaml")
+}
+
+/// `deploy/policy/default.yaml`, the policy shipped for real clusters and the dev stack.
+pub fn default_policy() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/policy/default.yaml")
 }
 
 /// The node name of the stack's agent (its client certificate's CN) when it ships.
@@ -109,6 +139,7 @@ impl StackOptions {
             upstream_context: None,
             audit_store: None,
             agent_env: Vec::new(),
+            policy: StackPolicy::TestStack,
         }
     }
 }
@@ -289,6 +320,9 @@ pub struct Stack {
     // What the agent was started with, for `restart_agent`.
     agent_program: PathBuf,
     agent_args: Vec<String>,
+    // What the collector was started with, for `restart_collector`.
+    collector_program: PathBuf,
+    collector_args: Vec<String>,
     ready_client: HttpsClient,
 }
 
@@ -365,9 +399,33 @@ impl Stack {
                 format!("--collector-client-key={}", client_key.display()),
             ]);
         }
+        // --- policy ---
+        let mut policy_args = Vec::new();
+        match &options.policy {
+            StackPolicy::TestStack => {
+                policy_args.push(format!("--policy-file={}", test_stack_policy().display()));
+            }
+            StackPolicy::AgentFile(path) => {
+                policy_args.push(format!("--policy-file={}", path.display()));
+            }
+            StackPolicy::Collector(path) => {
+                let Some(ingest) = ingest_addr else {
+                    bail!(
+                        "StackPolicy::Collector needs an audit store (the collector's agent listener)"
+                    );
+                };
+                collector_args.push(format!("--policy={}", path.display()));
+                policy_args.extend([
+                    format!("--policy-url=https://{ingest}"),
+                    format!("--policy-cache={}", dir.join("policy-cache.yaml").display()),
+                ]);
+            }
+            StackPolicy::None => {}
+        }
+        let collector_program = bin_dir.join("gatehouse-collector");
         let mut collector = ChildProcess::spawn(
             "gatehouse-collector",
-            &bin_dir.join("gatehouse-collector"),
+            &collector_program,
             &collector_args,
             format!("http://{collector_addr}"),
             dir.join("collector.log"),
@@ -410,6 +468,7 @@ impl Stack {
             "--drain-timeout=2s".into(),
         ]);
         args.extend(ship_args);
+        args.extend(policy_args);
         // Parallel stacks must not fight over the default ops port: each gets its own,
         // unless the caller chose one.
         let mut ops_addr = None;
@@ -437,6 +496,23 @@ impl Stack {
         wait_ready(&mut collector, &client, "/healthz", |code| code == 200).await?;
         // The agent has no unauthenticated endpoint: a 401 Status proves TLS and HTTP work.
         wait_ready(&mut agent, &client, "/version", |code| code == 401).await?;
+        // --- policy ---
+        // An agent following the collector answers 503 until its first fetch: wait for
+        // it (the agent writes its cache once a policy is active).
+        if matches!(options.policy, StackPolicy::Collector(_)) {
+            let cache = dir.join("policy-cache.yaml");
+            let deadline = Instant::now() + READY_TIMEOUT;
+            while !cache.exists() {
+                agent.check_running()?;
+                if Instant::now() > deadline {
+                    bail!(
+                        "the agent loaded no policy from the collector within {READY_TIMEOUT:?}; log:\n{}",
+                        agent.log_tail()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
         Ok(Stack {
             emulator,
             issuer,
@@ -449,8 +525,31 @@ impl Stack {
             ca_path,
             agent_program,
             agent_args: args,
+            collector_program,
+            collector_args,
             ready_client: client,
         })
+    }
+
+    // --- policy ---
+    /// Stops the collector (SIGTERM, then SIGKILL), keeping its handle for
+    /// [`Stack::restart_collector`].
+    pub async fn stop_collector(&mut self) {
+        self.collector.terminate().await;
+    }
+
+    /// Starts the collector again with the same arguments; returns once it answers.
+    pub async fn restart_collector(&mut self) -> anyhow::Result<()> {
+        self.collector.terminate().await;
+        let (program, args) = (self.collector_program.clone(), self.collector_args.clone());
+        self.collector.respawn(&program, &args)?;
+        wait_ready(
+            &mut self.collector,
+            &self.ready_client,
+            "/healthz",
+            |code| code == 200,
+        )
+        .await
     }
 
     /// Stops the agent (SIGTERM: it drains and makes its spool durable; SIGKILL after
