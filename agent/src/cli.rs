@@ -250,6 +250,20 @@ pub struct Args {
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
     pub ship_backoff_max: Duration,
 
+    // --- session recording and limits (issue 6) ---
+    /// Record exec/attach sessions (asciicast v2, stdin included) and port-forward
+    /// metadata, shipped as `session_chunk` events with the audit events. Recordings are
+    /// NOT masked yet: whatever the terminal shows is stored.
+    #[arg(long, env = "GATEHOUSE_SESSION_RECORDING", default_value_t = true, action = clap::ArgAction::Set)]
+    pub session_recording: bool,
+    /// End an exec/attach/port-forward session after this long without a byte either way
+    /// (e.g. 15m); kubectl prints why. 0 = never.
+    #[arg(long, value_parser = parse_duration, default_value = "0")]
+    pub session_idle_timeout: Duration,
+    /// End a session this long after it started (e.g. 8h); kubectl prints why. 0 = never.
+    #[arg(long, value_parser = parse_duration, default_value = "0")]
+    pub session_max_duration: Duration,
+
     // --- runtime ---
     /// Threads serving requests. The default, 2, is fixed rather than one per core: a node
     /// agent's load is one node's kubectl traffic, and every extra idle worker is one more
@@ -326,6 +340,13 @@ impl Args {
             backoff_max: self.ship_backoff_max,
             ..crate::ship::ShipConfig::new(url, config.site.node.clone())
         });
+        // --- session recording and limits (issue 6) ---
+        config.session_recording = self.session_recording;
+        let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
+        config.session_limits = crate::forward::session::SessionLimits {
+            idle: nonzero(self.session_idle_timeout),
+            max: nonzero(self.session_max_duration),
+        };
         config
     }
 }

@@ -62,6 +62,11 @@ pub struct AgentConfig {
     pub spool: Option<crate::spool::SpoolConfig>,
     /// `--collector-url` and friends: ship the spool to the collector; `None` = keep local.
     pub ship: Option<crate::ship::ShipConfig>,
+    // --- session recording and limits (issue 6) ---
+    /// `--session-recording`: record exec/attach sessions and port-forward metadata.
+    pub session_recording: bool,
+    /// `--session-idle-timeout`, `--session-max-duration`.
+    pub session_limits: crate::forward::session::SessionLimits,
 }
 
 /// Limits of the kubectl listener, so that one client cannot exhaust the agent.
@@ -153,6 +158,8 @@ impl Default for AgentConfig {
             audit_log: None,
             spool: None,
             ship: None,
+            session_recording: true,
+            session_limits: Default::default(),
         }
     }
 }

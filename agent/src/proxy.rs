@@ -26,6 +26,9 @@ pub struct Proxy {
     site: Site,
     // --- spool ---
     spool: Option<Arc<crate::spool::Spool>>,
+    // --- session recording (issue 6) ---
+    recording: Option<crate::record::Recording>,
+    session_limits: crate::forward::session::SessionLimits,
 }
 
 impl Proxy {
@@ -43,7 +46,22 @@ impl Proxy {
             sink,
             site,
             spool: None,
+            recording: None,
+            session_limits: Default::default(),
         }
+    }
+
+    // --- session recording (issue 6) ---
+    /// Records every exec/attach/port-forward session through `recording`.
+    pub fn with_recording(mut self, recording: crate::record::Recording) -> Self {
+        self.recording = Some(recording);
+        self
+    }
+
+    /// Idle timeout and maximum length of upgraded sessions.
+    pub fn with_session_limits(mut self, limits: crate::forward::session::SessionLimits) -> Self {
+        self.session_limits = limits;
+        self
     }
 
     // --- spool ---
@@ -149,9 +167,10 @@ impl Proxy {
         // Exec, attach and port-forward: the relay finishes this template as the one
         // SessionEnd event of the session.
         let session = event::session_template(ctx, &self.site).map(|template| SessionStart {
+            tap: self.recording.as_ref().map(|r| r.tap(&template)),
             template,
             sink: self.sink.clone(),
-            tap: None,
+            limits: self.session_limits,
         });
         let long_lived = ctx
             .info

@@ -98,12 +98,13 @@ fn build_parts(
     if let Some(spool) = &spool {
         sink = sink.with(spool.clone());
     }
-    let mut proxy = Proxy::new(
-        authenticator,
-        forwarder,
-        Arc::new(sink),
-        config.site.clone(),
-    );
+    let sink: Arc<dyn crate::audit::sink::AuditSink> = Arc::new(sink);
+    let mut proxy = Proxy::new(authenticator, forwarder, sink.clone(), config.site.clone())
+        .with_session_limits(config.session_limits);
+    // --- session recording (issue 6): chunks go where every audit event goes ---
+    if config.session_recording {
+        proxy = proxy.with_recording(crate::record::Recording::new(sink, spool.clone()));
+    }
     if let Some(spool) = spool {
         proxy = proxy.with_spool(spool);
     }
