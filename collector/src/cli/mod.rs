@@ -11,3 +11,4 @@ pub mod loopback;
 pub mod oidc;
 pub mod pkce;
 pub mod refresh;
+pub mod replay;
