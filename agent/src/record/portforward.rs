@@ -57,14 +57,14 @@ impl PortStats {
                 }
                 data = &data[1..];
             }
-            if let (Some(port), true) = (state.0, channel % 2 == 0) {
+            if let (Some(port), true) = (state.0, channel.is_multiple_of(2)) {
                 self.opened(port);
             }
         }
         let Some(port) = self.channels.get(&channel).and_then(|s| s.0) else {
             return;
         };
-        if channel % 2 == 0 && !data.is_empty() {
+        if channel.is_multiple_of(2) && !data.is_empty() {
             self.bytes(port, from_client, data.len());
         }
     }

@@ -374,14 +374,16 @@ pub fn encode_frame(
 mod tests {
     use super::*;
 
-    /// Feeds `wire` in pieces of `split` bytes; returns (channel, bytes) per channel joined,
-    /// close codes, and the error if any.
+    /// (channel, bytes) per run of one channel, close codes, the error if any.
+    type Parsed = (Vec<(u8, Vec<u8>)>, Vec<Option<u16>>, Option<TapError>);
+
+    /// Feeds `wire` in pieces of `split` bytes.
     fn run(
         dialect: Dialect,
         from_client: bool,
         wire: &[u8],
         split: usize,
-    ) -> (Vec<(u8, Vec<u8>)>, Vec<Option<u16>>, Option<TapError>) {
+    ) -> Parsed {
         let mut p = Parser::new(dialect, from_client);
         let mut data: Vec<(u8, Vec<u8>)> = Vec::new();
         let mut closes = Vec::new();
