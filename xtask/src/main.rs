@@ -12,8 +12,10 @@
 //! - [`bench`]: `bench proxy`, latency/CPU/memory of the agent vs direct vs nginx.
 //! - [`bench_spool`]: `bench spool`, the audit spool's cost on the request path.
 //! - [`bench_ingest`]: `bench ingest`, spool-to-ClickHouse throughput and the user query.
+//! - [`bench_exec`]: `bench exec`, exec output through the recording agent vs direct.
 
 mod bench;
+mod bench_exec;
 mod bench_ingest;
 mod bench_spool;
 mod dev;
@@ -131,6 +133,12 @@ enum BenchCommand {
     /// <target>/bench/ingest-<unix-seconds>.json. Quick run: `--events 100000
     /// --query-rows 1000000`.
     Ingest(bench_ingest::IngestOptions),
+    // --- exec bench (session recording) ---
+    /// `kubectl exec` of 1 GiB of output through the release agent with recording on vs
+    /// straight to the emulator, same run: throughput ratio (target >= 80%) and agent RSS
+    /// growth (target <= 16 MiB). JSON goes to <target>/bench/exec-<unix-seconds>.json.
+    /// Quick run: `--bytes 268435456 --runs 1`.
+    Exec(bench_exec::ExecOptions),
 }
 
 fn main() -> ExitCode {
@@ -176,6 +184,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Ingest(options)) => {
             bench_ingest::ingest(&paths, &options)?;
         }
+        Command::Bench(BenchCommand::Exec(options)) => bench_exec::exec(&paths, &options)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -20,6 +20,14 @@ use std::sync::Arc;
 pub const RECORDING_SPOOL_FULL: &str =
     "audit spool is full: the session recording cannot be kept, so the session is ended";
 
+/// Most recording bytes waiting for the spool's writer (the agent's memory bound for
+/// recordings: output faster than the disk takes it is refused, not buffered).
+pub const MAX_QUEUED_RECORDING: u64 = 8 << 20;
+
+/// What a fail-closed agent ends a session with when its recording outruns the disk.
+pub const RECORDING_BEHIND: &str =
+    "the session recording is falling behind the audit spool's disk, so the session is ended";
+
 /// The wire of the session, chosen from the 101.
 enum Wire {
     /// Not yet upgraded, or not recordable (the reason).
@@ -244,12 +252,21 @@ impl Shipper {
         if chunks.is_empty() {
             return Ok(());
         }
-        if check
-            && let Some(spool) = &self.spool
-            && !spool.accepts_requests()
-        {
-            chunks.clear();
-            return Err(TapError(RECORDING_SPOOL_FULL.into()));
+        if check && let Some(spool) = &self.spool {
+            let fail_closed = spool.full_policy() == crate::spool::FullPolicy::FailClosed;
+            if !spool.accepts_requests() {
+                chunks.clear();
+                return Err(TapError(RECORDING_SPOOL_FULL.into()));
+            }
+            if spool.queued_recording_bytes() > MAX_QUEUED_RECORDING {
+                chunks.clear();
+                if fail_closed {
+                    return Err(TapError(RECORDING_BEHIND.into()));
+                }
+                // Keep-serving: the chunks are dropped; the replay shows the gap.
+                tracing::error!(session_id = %self.session_id, "recording chunks dropped: the spool writer is behind");
+                return Ok(());
+            }
         }
         for chunk in chunks.drain(..) {
             self.sink.emit(&AuditEvent::SessionChunk(SessionChunkEvent {
