@@ -81,11 +81,16 @@ fn build_parts(
     let mut sink = crate::audit::sink::FanOut::new()
         .with(Arc::new(crate::audit::sink::TracingSink))
         .with(metrics);
+    // Recordings are bulk data: they go to the durable destinations only (the audit file
+    // and the spool), never to the log.
+    let mut recording_sink = crate::audit::sink::FanOut::new();
     if let Some(arg) = &config.audit_log {
         let target = crate::audit::jsonl::Target::parse(arg);
         let (jsonl, _writer) = crate::audit::jsonl::JsonLinesSink::start(target)
             .map_err(|e| ServerError::AuditLog(arg.clone(), e))?;
-        sink = sink.with(Arc::new(jsonl));
+        let jsonl = Arc::new(jsonl);
+        sink = sink.with(jsonl.clone());
+        recording_sink = recording_sink.with(jsonl);
     }
     // Every event is spooled before it is shipped.
     let spool = match &config.spool {
@@ -97,13 +102,23 @@ fn build_parts(
     };
     if let Some(spool) = &spool {
         sink = sink.with(spool.clone());
+        recording_sink = recording_sink.with(spool.clone());
     }
     let sink: Arc<dyn crate::audit::sink::AuditSink> = Arc::new(sink);
     let mut proxy = Proxy::new(authenticator, forwarder, sink.clone(), config.site.clone())
         .with_session_limits(config.session_limits);
     // --- session recording (issue 6): chunks go where every audit event goes ---
     if config.session_recording {
-        proxy = proxy.with_recording(crate::record::Recording::new(sink, spool.clone()));
+        if config.audit_log.is_none() && spool.is_none() {
+            tracing::warn!(
+                "session recordings are kept nowhere: give --spool-dir (shipped to the \
+                 collector) or --audit-log"
+            );
+        }
+        proxy = proxy.with_recording(crate::record::Recording::new(
+            Arc::new(recording_sink),
+            spool.clone(),
+        ));
     }
     if let Some(spool) = spool {
         proxy = proxy.with_spool(spool);

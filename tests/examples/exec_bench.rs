@@ -24,6 +24,9 @@ struct Args {
     /// Runs of each path (the best is reported; they alternate).
     #[arg(long, default_value_t = 2)]
     runs: usize,
+    /// The agent's `--session-recording` (false: the relay's own cost, for comparison).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    recording: bool,
 }
 
 const NS: &str = "bench";
@@ -80,8 +83,12 @@ async fn main() -> anyhow::Result<()> {
     // Recording on (the default) into a spool large enough for the whole run.
     options.agent_args = vec![
         format!("--spool-dir={}", dir.path().join("spool").display()),
-        format!("--spool-max-bytes={}", (args.bytes * 2).max(64 << 20) * args.runs as u64),
+        format!(
+            "--spool-max-bytes={}",
+            (args.bytes * 2).max(64 << 20) * args.runs as u64
+        ),
         "--log-format=json".into(),
+        format!("--session-recording={}", args.recording),
     ];
     let stack = Stack::start(options).await?;
     let admin = dir.path().join("admin.kubeconfig");
@@ -102,12 +109,24 @@ async fn main() -> anyhow::Result<()> {
     let path = dir.path().join("pod.json");
     std::fs::write(&path, manifest.to_string())?;
     let out = kubectl(&admin, &["apply", "-f", &path.to_string_lossy()]).output()?;
-    anyhow::ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let out = kubectl(
             &admin,
-            &["get", "pod", POD, "-n", NS, "-o", "jsonpath={.status.phase}"],
+            &[
+                "get",
+                "pod",
+                POD,
+                "-n",
+                NS,
+                "-o",
+                "jsonpath={.status.phase}",
+            ],
         )
         .output()?;
         if out.stdout == b"Running" {
@@ -151,11 +170,12 @@ async fn main() -> anyhow::Result<()> {
         .sum();
     println!(
         "exec output {:.0} MiB x {} runs\n  direct to the emulator : {direct:.0} MB/s\n  \
-         agent, recording on    : {agent:.0} MB/s  ({:.0}% of direct; target >= 80%)\n  \
+         agent, recording {:<5} : {agent:.0} MB/s  ({:.0}% of direct; target >= 80%)\n  \
          agent RSS              : {:.1} MiB before, peak {:.1} MiB, growth {growth_mib:.1} MiB (target <= 16 MiB)\n  \
          spool after the runs   : {:.0} MiB",
         args.bytes as f64 / 1048576.0,
         args.runs,
+        if args.recording { "on" } else { "off" },
         ratio * 100.0,
         rss_before as f64 / 1024.0,
         rss_peak as f64 / 1024.0,
@@ -168,6 +188,7 @@ async fn main() -> anyhow::Result<()> {
             "direct_mb_s": direct, "agent_mb_s": agent, "ratio": ratio,
             "rss_before_kib": rss_before, "rss_peak_kib": rss_peak,
             "rss_growth_mib": growth_mib, "spool_bytes": spool_bytes,
+            "recording": args.recording,
         })
     );
     stack.shutdown().await;

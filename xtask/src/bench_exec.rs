@@ -24,7 +24,14 @@ pub fn exec(paths: &Paths, options: &ExecOptions) -> anyhow::Result<()> {
     util::step("building the release agent, collector and the exec_bench driver");
     // One invocation: two would resolve features differently and rebuild shared crates.
     let status = util::cargo()
-        .args(["build", "--release", "-p", "gatehouse-agent", "--bin", "gatehouse-agent"])
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "gatehouse-agent",
+            "--bin",
+            "gatehouse-agent",
+        ])
         .args(["-p", "gatehouse-collector", "--bin", "gatehouse-collector"])
         .args(["-p", "gatehouse-tests", "--example", "exec_bench"])
         .current_dir(&paths.root)

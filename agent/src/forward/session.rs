@@ -23,6 +23,9 @@ use tokio_util::task::TaskTracker;
 /// Size of each direction's relay buffer: the only buffering between the two sides.
 const CHUNK: usize = 16 * 1024;
 
+/// How often a relay held back by a backlogged tap looks again.
+const TAP_BACKLOG_POLL: Duration = Duration::from_millis(2);
+
 /// After the API server has closed its side, how long kubectl gets to close its own before
 /// the agent drops the connection (kubectl answers a close at once; this bounds a stuck one).
 const CLIENT_LINGER: Duration = Duration::from_secs(5);
@@ -169,6 +172,14 @@ impl EndGuard {
         result.map_err(|TapError(reason)| format!("tap: {reason}"))
     }
 
+    /// Whether the tap asks the relay to wait before reading more.
+    fn tap_backlogged(&self) -> bool {
+        self.tap
+            .as_ref()
+            .and_then(|t| t.lock().ok().map(|t| t.backlogged()))
+            .unwrap_or(false)
+    }
+
     fn counter(&self, direction: Direction) -> &AtomicU64 {
         match direction {
             Direction::ClientToUpstream => &self.from_client,
@@ -267,6 +278,11 @@ where
     };
     loop {
         if pipe.pending().is_empty() {
+            // Backpressure from the recording (its spool writer is behind): wait, reading
+            // nothing, so that memory stays bounded; cancel-safe, no byte has moved.
+            while guard.tap_backlogged() {
+                tokio::time::sleep(TAP_BACKLOG_POLL).await;
+            }
             let n = match from.read(&mut pipe.buf).await {
                 Ok(0) => break,
                 Ok(n) => n,
@@ -482,7 +498,10 @@ where
     let message = match limit_hit {
         Some(limit) => Some(limit.message()),
         None if reason == "agent_shutdown" => Some(goodbye::SHUTDOWN_MESSAGE.to_string()),
-        None => None,
+        // The tap ended it (unrecordable input, recording cannot be kept): say why.
+        None => reason
+            .strip_prefix("tap: ")
+            .map(|why| format!("the Gatehouse agent ended this session: {why}")),
     };
     if let (Some(message), Some(goodbye)) = (message, goodbye.as_mut()) {
         let told = say_goodbye(&mut halves, goodbye, &guard, &message).await;

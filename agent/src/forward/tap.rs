@@ -26,6 +26,12 @@ pub trait StreamTap: Send + 'static {
     fn client_to_upstream(&mut self, data: &[u8]) -> Result<(), TapError>;
     /// Bytes the API server sent towards kubectl (stdout/stderr, port-forward replies).
     fn upstream_to_client(&mut self, data: &[u8]) -> Result<(), TapError>;
+    /// Whether the tap's own buffer is full: the relay then waits (without reading more
+    /// from either side) until it is not, so a slow consumer slows the session down
+    /// instead of growing memory.
+    fn backlogged(&self) -> bool {
+        false
+    }
     /// Called once when the session has ended, with the event about to be emitted; the
     /// tap may add what it learnt (exit code, recording, byte counts).
     fn finish(&mut self, end: &mut SessionEndEvent);

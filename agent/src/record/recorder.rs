@@ -20,9 +20,13 @@ use std::sync::Arc;
 pub const RECORDING_SPOOL_FULL: &str =
     "audit spool is full: the session recording cannot be kept, so the session is ended";
 
-/// Most recording bytes waiting for the spool's writer (the agent's memory bound for
-/// recordings: output faster than the disk takes it is refused, not buffered).
-pub const MAX_QUEUED_RECORDING: u64 = 8 << 20;
+/// Recording bytes waiting for the spool's writer above which the relay is held back
+/// (backpressure: output faster than the disk takes it slows the session down).
+pub const BACKLOG_RECORDING: u64 = 4 << 20;
+
+/// Recording bytes waiting for the spool's writer above which chunks are refused (the
+/// memory bound; reached only if many sessions fill the queue at once).
+pub const MAX_QUEUED_RECORDING: u64 = 32 << 20;
 
 /// What a fail-closed agent ends a session with when its recording outruns the disk.
 pub const RECORDING_BEHIND: &str =
@@ -358,6 +362,13 @@ impl Recorder {
 }
 
 impl StreamTap for Recorder {
+    fn backlogged(&self) -> bool {
+        self.shipper
+            .spool
+            .as_ref()
+            .is_some_and(|s| s.queued_recording_bytes() > BACKLOG_RECORDING)
+    }
+
     fn upgraded(&mut self, headers: &HeaderMap) -> Result<(), TapError> {
         let wire = Wire::from_upgrade(headers)?;
         self.wire = wire;

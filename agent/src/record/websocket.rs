@@ -378,12 +378,7 @@ mod tests {
     type Parsed = (Vec<(u8, Vec<u8>)>, Vec<Option<u16>>, Option<TapError>);
 
     /// Feeds `wire` in pieces of `split` bytes.
-    fn run(
-        dialect: Dialect,
-        from_client: bool,
-        wire: &[u8],
-        split: usize,
-    ) -> Parsed {
+    fn run(dialect: Dialect, from_client: bool, wire: &[u8], split: usize) -> Parsed {
         let mut p = Parser::new(dialect, from_client);
         let mut data: Vec<(u8, Vec<u8>)> = Vec::new();
         let mut closes = Vec::new();
