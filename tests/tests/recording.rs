@@ -561,3 +561,58 @@ async fn raw_ws_exec(rig: &Rig, frames: &[u8]) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut rest)).await?;
     Ok(())
 }
+
+/// kubectl 1.32 port-forward (SPDY tunnelled in WebSocket): the session records ports,
+/// connections and bytes, and no payload.
+#[tokio::test(flavor = "multi_thread")]
+async fn port_forward_is_recorded_as_metadata_only() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rig = Rig::start(&[]).await?;
+    // The pod's port P is the loopback port P: an echo server stands in for the app.
+    let server = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let pod_port = server.local_addr()?.port();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = server.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = sock.read(&mut buf).await {
+                    if n == 0 || sock.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let local_port = free_loopback_addr()?.port();
+    let mapping = format!("{local_port}:{pod_port}");
+    let mut pf =
+        rig.kubectl()?
+            .spawn(&["port-forward", "-n", NS, &format!("pod/{POD}"), &mapping])?;
+    pf.wait_line(WAIT, |l| l.starts_with("Forwarding from 127.0.0.1:"))
+        .await?;
+    let msg = b"secret payload through the tunnel";
+    for _ in 0..2 {
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", local_port)).await?;
+        conn.write_all(msg).await?;
+        let mut got = vec![0u8; msg.len()];
+        tokio::time::timeout(WAIT, conn.read_exact(&mut got)).await??;
+        assert_eq!(&got, msg);
+    }
+    pf.stop().await;
+    let end = rig
+        .session_end(|s| s.kind == SessionKind::PortForward)
+        .await?;
+    assert_eq!(end.ports.len(), 1, "{end:?}");
+    let port = &end.ports[0];
+    assert_eq!(port.port, pod_port);
+    assert_eq!(port.connections, 2);
+    assert_eq!(port.bytes_from_client, 2 * msg.len() as u64);
+    assert_eq!(port.bytes_to_client, 2 * msg.len() as u64);
+    assert_eq!(end.recording_chunks, 0, "no payload is recorded");
+    let text = std::fs::read_to_string(&rig.audit)?;
+    assert!(
+        !text.contains("secret payload"),
+        "port-forward payload reached the audit trail"
+    );
+    rig.stop().await
+}
