@@ -16,8 +16,9 @@ use std::time::Duration;
 ///
 /// This version authenticates, refuses ambiguous paths and client impersonation
 /// (`kubectl --as`), relays watches, logs and exec/attach/port-forward streams, and writes
-/// one audit line per request to the log. Policies, approvals, masking, recordings and
-/// shipping to the collector arrive in later versions.
+/// one audit line per request to the log; it spools and ships events to the collector
+/// and records exec/attach sessions (asciicast, not yet masked). Policies, approvals and
+/// masking arrive in later versions.
 #[derive(Debug, Parser)]
 #[command(name = "gatehouse-agent", version, about, long_about)]
 pub struct Args {
