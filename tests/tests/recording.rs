@@ -477,6 +477,22 @@ async fn idle_sessions_end_with_a_message_kubectl_prints() -> anyhow::Result<()>
     );
     let end = rig.session_end(|s| s.end_reason == "idle_timeout").await?;
     assert_eq!(end.pod, POD);
+    // kubectl 1.20 over SPDY gets the message on the error stream.
+    match gatehouse_tests::harness::tools::kubectl_1_20() {
+        Err(why) => eprintln!("SKIP: SPDY idle timeout (kubectl 1.20 not installed: {why})"),
+        Ok(_) => {
+            std::fs::write(&rig.audit, "")?;
+            let old = Kubectl::v1_20(&rig.stack.kubeconfig_for("bob")?)?;
+            let mut running = old.spawn(&["exec", POD, "-n", NS, "--", "sleep", "60"])?;
+            assert_ne!(running.wait_exit(WAIT).await?, 0);
+            let stderr = running.stderr();
+            assert!(
+                stderr.contains("session idle timeout"),
+                "kubectl 1.20 did not print why: {stderr}"
+            );
+            rig.session_end(|s| s.end_reason == "idle_timeout").await?;
+        }
+    }
     rig.stop().await
 }
 
