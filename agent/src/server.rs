@@ -81,16 +81,17 @@ fn build_parts(
     let mut sink = crate::audit::sink::FanOut::new()
         .with(Arc::new(crate::audit::sink::TracingSink))
         .with(metrics);
-    // Recordings are bulk data: they go to the durable destinations only (the audit file
-    // and the spool), never to the log.
-    let mut recording_sink = crate::audit::sink::FanOut::new();
+    // Recordings are bulk data: they go to one durable destination, never to the log: the
+    // spool (whose queued recording bytes are bounded, see `record::recorder`), or the
+    // audit file when there is no spool.
+    let mut recording_file: Option<Arc<dyn crate::audit::sink::AuditSink>> = None;
     if let Some(arg) = &config.audit_log {
         let target = crate::audit::jsonl::Target::parse(arg);
         let (jsonl, _writer) = crate::audit::jsonl::JsonLinesSink::start(target)
             .map_err(|e| ServerError::AuditLog(arg.clone(), e))?;
         let jsonl = Arc::new(jsonl);
         sink = sink.with(jsonl.clone());
-        recording_sink = recording_sink.with(jsonl);
+        recording_file = Some(jsonl);
     }
     // Every event is spooled before it is shipped.
     let spool = match &config.spool {
@@ -102,8 +103,12 @@ fn build_parts(
     };
     if let Some(spool) = &spool {
         sink = sink.with(spool.clone());
-        recording_sink = recording_sink.with(spool.clone());
     }
+    let recording_sink: Arc<dyn crate::audit::sink::AuditSink> = match (&spool, recording_file) {
+        (Some(spool), _) => spool.clone(),
+        (None, Some(file)) => file,
+        (None, None) => Arc::new(crate::audit::sink::FanOut::new()),
+    };
     let sink: Arc<dyn crate::audit::sink::AuditSink> = Arc::new(sink);
     let mut proxy = Proxy::new(authenticator, forwarder, sink.clone(), config.site.clone())
         .with_session_limits(config.session_limits);
@@ -115,10 +120,7 @@ fn build_parts(
                  collector) or --audit-log"
             );
         }
-        proxy = proxy.with_recording(crate::record::Recording::new(
-            Arc::new(recording_sink),
-            spool.clone(),
-        ));
+        proxy = proxy.with_recording(crate::record::Recording::new(recording_sink, spool.clone()));
     }
     if let Some(spool) = spool {
         proxy = proxy.with_spool(spool);

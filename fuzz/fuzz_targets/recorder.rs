@@ -3,7 +3,6 @@
 #![no_main]
 
 use gatehouse_agent::audit::sink::AuditSink;
-use gatehouse_agent::forward::tap::StreamTap;
 use gatehouse_agent::record::Recording;
 use gatehouse_common::audit::{AuditEvent, SessionEndEvent, SessionKind};
 use libfuzzer_sys::fuzz_target;

@@ -33,7 +33,7 @@ pub struct Recording {
 }
 
 impl Recording {
-    /// Recordings go to `sink` (the agent's fan-out); with a `spool`, its full policy
+    /// Recordings go to `sink` (the spool, else the audit file); with a `spool`, its full policy
     /// decides whether a session may go on when the recording cannot be kept.
     pub fn new(sink: Arc<dyn AuditSink>, spool: Option<Arc<Spool>>) -> Self {
         Self { sink, spool }
