@@ -15,10 +15,10 @@ use std::time::Duration;
 /// Kubernetes RBAC and the API server's audit log still see the real person.
 ///
 /// This version authenticates, refuses ambiguous paths, decides every request with the
-/// policy (--policy-file or --policy-url; without one every request is refused), relays
-/// watches, logs and exec/attach/port-forward streams, and audits every request.
-/// Approvals (require_approval rules are refused for now), masking and recordings arrive
-/// in later versions.
+/// policy (--policy-file or --policy-url; without one every request is refused), masks
+/// secrets in responses and logs, relays watches, logs and exec/attach/port-forward
+/// streams, records exec/attach sessions (asciicast), and audits every request.
+/// Approvals (require_approval rules are refused for now) arrive in a later version.
 #[derive(Debug, Parser)]
 #[command(name = "gatehouse-agent", version, about, long_about)]
 pub struct Args {
@@ -350,6 +350,20 @@ pub struct Args {
         requires = "policy_url"
     )]
     pub policy_cache: Option<PathBuf>,
+    // --- session recording and limits (issue 6) ---
+    /// Record exec/attach sessions (asciicast v2, stdin included) and port-forward
+    /// metadata, shipped as `session_chunk` events with the audit events. Recorded text is
+    /// masked first with the request's masking profile's text detectors (the built-in ones
+    /// when it names none).
+    #[arg(long, env = "GATEHOUSE_SESSION_RECORDING", default_value_t = true, action = clap::ArgAction::Set)]
+    pub session_recording: bool,
+    /// End an exec/attach/port-forward session after this long without a byte either way
+    /// (e.g. 15m); kubectl prints why. 0 = never.
+    #[arg(long, value_parser = parse_duration, default_value = "0")]
+    pub session_idle_timeout: Duration,
+    /// End a session this long after it started (e.g. 8h); kubectl prints why. 0 = never.
+    #[arg(long, value_parser = parse_duration, default_value = "0")]
+    pub session_max_duration: Duration,
 
     // --- runtime ---
     /// Threads serving requests. The default, 2, is fixed rather than one per core: a node
@@ -454,6 +468,13 @@ impl Args {
             backoff_max: self.ship_backoff_max,
             ..crate::ship::ShipConfig::new(url, config.site.node.clone())
         });
+        // --- session recording and limits (issue 6) ---
+        config.session_recording = self.session_recording;
+        let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
+        config.session_limits = crate::forward::session::SessionLimits {
+            idle: nonzero(self.session_idle_timeout),
+            max: nonzero(self.session_max_duration),
+        };
         config
     }
 }

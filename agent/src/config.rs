@@ -69,6 +69,11 @@ pub struct AgentConfig {
     /// `--policy-file` / `--policy-url` / `--policy-cache`: where the policy comes from.
     /// Without a source every request is refused (503) until one is configured.
     pub policy: crate::policy::PolicyConfig,
+    // --- session recording and limits (issue 6) ---
+    /// `--session-recording`: record exec/attach sessions and port-forward metadata.
+    pub session_recording: bool,
+    /// `--session-idle-timeout`, `--session-max-duration`.
+    pub session_limits: crate::forward::session::SessionLimits,
 }
 
 /// Limits of the kubectl listener, so that one client cannot exhaust the agent.
@@ -183,6 +188,8 @@ impl Default for AgentConfig {
             ship: None,
             mask: crate::forward::mask::MaskConfig::default(),
             policy: crate::policy::PolicyConfig::new(),
+            session_recording: true,
+            session_limits: Default::default(),
         }
     }
 }

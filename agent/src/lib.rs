@@ -24,6 +24,7 @@
 //!   in-cluster, kubeconfig: token, token file, client certificate, exec plugin).
 //! - [`spool`]: the durable on-disk audit spool (segments, CRC, ack cursor, size bound).
 //! - [`ship`]: the shipper: spooled events to the collector over one HTTP/2 stream.
+//! - [`record`]: session recording: WebSocket/SPDY tap parsers, asciicast v2 chunks.
 //! - [`ebpf`]: loads the embedded eBPF object and reads kernel events from its ring buffer.
 #![deny(missing_docs)]
 
@@ -39,6 +40,8 @@ pub mod metrics;
 pub mod ops;
 pub mod policy;
 pub mod proxy;
+// --- session recording (issue 6) ---
+pub mod record;
 pub mod server;
 pub mod shutdown;
 // --- spool + shipper ---

@@ -232,6 +232,7 @@ impl AuditSink for Metrics {
             AuditEvent::SessionEnd(_) => {
                 self.open_sessions.dec();
             }
+            AuditEvent::SessionChunk(_) => {}
         }
     }
 }

@@ -33,6 +33,9 @@ pub struct Proxy {
     masking: Option<Arc<crate::forward::mask::Masking>>,
     // --- policy ---
     policy: Arc<ActivePolicy>,
+    // --- session recording (issue 6) ---
+    recording: Option<crate::record::Recording>,
+    session_limits: crate::forward::session::SessionLimits,
 }
 
 impl Proxy {
@@ -52,6 +55,8 @@ impl Proxy {
             spool: None,
             masking: None,
             policy: ActivePolicy::empty(),
+            recording: None,
+            session_limits: Default::default(),
         }
     }
 
@@ -65,6 +70,19 @@ impl Proxy {
     /// The active policy holder.
     pub fn policy(&self) -> &Arc<ActivePolicy> {
         &self.policy
+    }
+
+    // --- session recording (issue 6) ---
+    /// Records every exec/attach/port-forward session through `recording`.
+    pub fn with_recording(mut self, recording: crate::record::Recording) -> Self {
+        self.recording = Some(recording);
+        self
+    }
+
+    /// Idle timeout and maximum length of upgraded sessions.
+    pub fn with_session_limits(mut self, limits: crate::forward::session::SessionLimits) -> Self {
+        self.session_limits = limits;
+        self
     }
 
     // --- spool ---
@@ -208,10 +226,21 @@ impl Proxy {
         // 4. forward last, as the agent's credential impersonating the verified identity.
         // Exec, attach and port-forward: the relay finishes this template as the one
         // SessionEnd event of the session.
+        // Recordings are masked with the request's profile's text detectors (the built-in
+        // ones when it names none), whatever the user's own view shows.
+        let recording_detectors = self
+            .masking
+            .as_ref()
+            .and_then(|m| m.profile_for(ctx.mask_profile.as_deref()).ok().flatten())
+            .and_then(|profile| profile.text.clone());
         let session = event::session_template(ctx, &self.site).map(|template| SessionStart {
+            tap: self
+                .recording
+                .as_ref()
+                .map(|r| r.tap(&template, recording_detectors)),
             template,
             sink: self.sink.clone(),
-            tap: None,
+            limits: self.session_limits,
         });
         let long_lived = ctx
             .info

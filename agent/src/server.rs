@@ -89,11 +89,17 @@ fn build_parts(
     let mut sink = crate::audit::sink::FanOut::new()
         .with(Arc::new(crate::audit::sink::TracingSink))
         .with(metrics);
+    // Recordings are bulk data: they go to one durable destination, never to the log: the
+    // spool (whose queued recording bytes are bounded, see `record::recorder`), or the
+    // audit file when there is no spool.
+    let mut recording_file: Option<Arc<dyn crate::audit::sink::AuditSink>> = None;
     if let Some(arg) = &config.audit_log {
         let target = crate::audit::jsonl::Target::parse(arg);
         let (jsonl, _writer) = crate::audit::jsonl::JsonLinesSink::start(target)
             .map_err(|e| ServerError::AuditLog(arg.clone(), e))?;
-        sink = sink.with(Arc::new(jsonl));
+        let jsonl = Arc::new(jsonl);
+        sink = sink.with(jsonl.clone());
+        recording_file = Some(jsonl);
     }
     // Every event is spooled before it is shipped.
     let spool = match &config.spool {
@@ -106,12 +112,24 @@ fn build_parts(
     if let Some(spool) = &spool {
         sink = sink.with(spool.clone());
     }
-    let mut proxy = Proxy::new(
-        authenticator,
-        forwarder,
-        Arc::new(sink),
-        config.site.clone(),
-    );
+    let recording_sink: Arc<dyn crate::audit::sink::AuditSink> = match (&spool, recording_file) {
+        (Some(spool), _) => spool.clone(),
+        (None, Some(file)) => file,
+        (None, None) => Arc::new(crate::audit::sink::FanOut::new()),
+    };
+    let sink: Arc<dyn crate::audit::sink::AuditSink> = Arc::new(sink);
+    let mut proxy = Proxy::new(authenticator, forwarder, sink.clone(), config.site.clone())
+        .with_session_limits(config.session_limits);
+    // --- session recording (issue 6): chunks go where every audit event goes ---
+    if config.session_recording {
+        if config.audit_log.is_none() && spool.is_none() {
+            tracing::warn!(
+                "session recordings are kept nowhere: give --spool-dir (shipped to the \
+                 collector) or --audit-log"
+            );
+        }
+        proxy = proxy.with_recording(crate::record::Recording::new(recording_sink, spool.clone()));
+    }
     if let Some(spool) = spool {
         proxy = proxy.with_spool(spool);
     }

@@ -18,6 +18,8 @@ pub enum AuditEvent {
     ApiRequest(ApiRequestEvent),
     /// An exec, attach or port-forward session ended (joins its request on `session_id`).
     SessionEnd(SessionEndEvent),
+    /// A piece of a session's asciicast v2 recording (joins its session on `session_id`).
+    SessionChunk(SessionChunkEvent),
 }
 
 mod event_de {
@@ -28,7 +30,7 @@ mod event_de {
     //! straight into the variant's struct; otherwise the object is buffered as JSON and
     //! decoded the slow way.
 
-    use super::{ApiRequestEvent, AuditEvent, SessionEndEvent};
+    use super::{ApiRequestEvent, AuditEvent, SessionChunkEvent, SessionEndEvent};
     use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
     use serde::{Deserialize, de::value::MapAccessDeserializer};
     use std::fmt;
@@ -39,6 +41,7 @@ mod event_de {
     enum Kind {
         ApiRequest,
         SessionEnd,
+        SessionChunk,
     }
 
     impl<'de> Deserialize<'de> for AuditEvent {
@@ -95,6 +98,9 @@ mod event_de {
                         Kind::SessionEnd => {
                             SessionEndEvent::deserialize(rest).map(AuditEvent::SessionEnd)
                         }
+                        Kind::SessionChunk => {
+                            SessionChunkEvent::deserialize(rest).map(AuditEvent::SessionChunk)
+                        }
                     }
                 }
                 Err(name) => slow(name, map),
@@ -118,6 +124,9 @@ mod event_de {
         match kind {
             Kind::ApiRequest => ApiRequestEvent::deserialize(rest).map(AuditEvent::ApiRequest),
             Kind::SessionEnd => SessionEndEvent::deserialize(rest).map(AuditEvent::SessionEnd),
+            Kind::SessionChunk => {
+                SessionChunkEvent::deserialize(rest).map(AuditEvent::SessionChunk)
+            }
         }
         .map_err(de::Error::custom)
     }
@@ -129,6 +138,7 @@ impl AuditEvent {
         match self {
             Self::ApiRequest(e) => &e.event_id,
             Self::SessionEnd(e) => &e.event_id,
+            Self::SessionChunk(e) => &e.event_id,
         }
     }
 }
@@ -343,6 +353,66 @@ pub struct SessionEndEvent {
     pub bytes_to_client: u64,
     /// Why it ended (`closed`, `client_eof`, `upstream_error: ...`, `agent_shutdown`, ...).
     pub end_reason: String,
+    // --- recording (issue 6); `default` so events written before these fields decode ---
+    /// Milliseconds from start to end.
+    #[serde(default)]
+    pub duration_ms: f64,
+    /// Exit code from the error channel (`Success` = 0, `NonZeroExitCode` = its
+    /// `ExitCode` cause); `None` if the session ended without one (or is a port-forward).
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    /// Terminal size of the first resize, `WxH` (empty without a tty).
+    #[serde(default)]
+    pub terminal: String,
+    /// stdin bytes the user sent (payload only, after framing).
+    #[serde(default)]
+    pub stdin_bytes: u64,
+    /// stdout + stderr bytes the container sent (payload only).
+    #[serde(default)]
+    pub output_bytes: u64,
+    /// `SessionChunk` events the recording was shipped as (0 = not recorded).
+    #[serde(default)]
+    pub recording_chunks: u64,
+    /// Port-forward: one entry per forwarded port (metadata only; no payload is kept).
+    #[serde(default)]
+    pub ports: Vec<PortForwardStats>,
+}
+
+/// Bytes one port-forward port carried.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PortForwardStats {
+    /// Container port.
+    pub port: u16,
+    /// Connections (data streams) opened to it.
+    pub connections: u64,
+    /// Bytes kubectl sent to the port.
+    pub bytes_from_client: u64,
+    /// Bytes the port sent back.
+    pub bytes_to_client: u64,
+}
+
+/// One piece of a session's recording: complete lines of an asciicast v2 file, in order
+/// by `seq` (seq 0 is the header line). Concatenated by `seq` they are the `.cast` file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct SessionChunkEvent {
+    /// Unique id of this event.
+    pub event_id: String,
+    /// The session it belongs to.
+    pub session_id: String,
+    /// Cluster name.
+    pub cluster: String,
+    /// Pod namespace.
+    pub namespace: String,
+    /// Username.
+    pub user: String,
+    /// When the chunk was cut.
+    pub time: chrono::DateTime<chrono::Utc>,
+    /// Position in the recording, from 0 without holes (a missing one is a lost chunk).
+    pub seq: u64,
+    /// `header` (seq 0) or `events`.
+    pub stream: String,
+    /// asciicast v2 text: whole lines, each ending in `\n`.
+    pub data: String,
 }
 
 #[cfg(test)]

@@ -219,7 +219,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         .iter()
         .filter_map(|e| match e {
             AuditEvent::ApiRequest(r) => Some(ApiRequestRow::new(r, false)),
-            AuditEvent::SessionEnd(_) => None,
+            _ => None,
         })
         .collect();
     drop(events);

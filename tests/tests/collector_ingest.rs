@@ -326,7 +326,8 @@ async fn migrations_are_applied_once_across_collector_restarts() -> anyhow::Resu
     assert_eq!(
         ch.query(&format!("SELECT count() FROM {DB}.schema_migrations"))?
             .trim(),
-        "1"
+        "2",
+        "migrations 1 (tables) and 2 (session recording fields)"
     );
     let tables = ch.query(&format!(
         "SELECT name FROM system.tables WHERE database = '{DB}' ORDER BY name"

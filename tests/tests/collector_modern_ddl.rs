@@ -75,6 +75,9 @@ async fn fake_modern_server(seen: Arc<Mutex<Seen>>) -> anyhow::Result<String> {
                         let sql = String::from_utf8_lossy(&body).to_string();
                         if sql.starts_with("SELECT version()") {
                             row_binary_string("24.8.4.13")
+                        } else if sql.contains("FROM system.columns") {
+                            // Migration 2's column check: not there yet.
+                            0u64.to_le_bytes().to_vec()
                         } else if sql.contains("(SELECT DISTINCT time, event_id FROM api_requests")
                         {
                             seen.pages.push(sql);

@@ -24,7 +24,7 @@ async fn migrations_apply_once_and_batches_are_idempotent() -> anyhow::Result<()
     let report = first.migrate().await?;
     assert_eq!(report.server_version.split('.').next(), Some("18"));
     assert!(!report.features.datetime64);
-    assert_eq!(report.applied, vec![1]);
+    assert_eq!(report.applied, vec![1, 2]);
 
     let batch = vec![api_event(1), api_event(2), session_event(), api_event(3)];
     let out = first.insert(&batch).await?;
@@ -56,7 +56,68 @@ async fn migrations_apply_once_and_batches_are_idempotent() -> anyhow::Result<()
     let second = store(&ch, "audit");
     assert_eq!(second.migrate().await?.applied, Vec::<u32>::new());
     let versions = ch.query("SELECT count() FROM audit.schema_migrations")?;
-    assert_eq!(versions.trim(), "1");
+    assert_eq!(versions.trim(), "2");
+    Ok(())
+}
+
+/// Migration 2's session fields and the recording chunks round-trip through ClickHouse.
+#[tokio::test(flavor = "multi_thread")]
+async fn session_recording_fields_and_chunks_round_trip() -> anyhow::Result<()> {
+    use gatehouse_collector::store::query::AuditQuery;
+    use gatehouse_common::audit::{AuditEvent, PortForwardStats, SessionChunkEvent};
+    let Some(ch) = ClickHouse::launch()? else {
+        return Ok(());
+    };
+    let store = store(&ch, "rec");
+    store.migrate().await?;
+    let AuditEvent::SessionEnd(mut end) = session_event() else {
+        anyhow::bail!("session_event is not a session end");
+    };
+    end.exit_code = Some(3);
+    end.duration_ms = 5000.0;
+    end.terminal = "120x40".into();
+    end.stdin_bytes = 7;
+    end.output_bytes = 9;
+    end.recording_chunks = 3;
+    end.ports = vec![PortForwardStats {
+        port: 8080,
+        connections: 2,
+        bytes_from_client: 10,
+        bytes_to_client: 20,
+    }];
+    let id = end.session_id.clone();
+    let chunk = |seq: u64, data: &str| {
+        AuditEvent::SessionChunk(SessionChunkEvent {
+            event_id: uuid::Uuid::new_v4().to_string(),
+            session_id: id.clone(),
+            time: end.started,
+            seq,
+            stream: if seq == 0 { "header" } else { "events" }.into(),
+            data: data.into(),
+            ..SessionChunkEvent::default()
+        })
+    };
+    let batch = vec![
+        AuditEvent::SessionEnd(end.clone()),
+        chunk(1, "[0.1,\"o\",\"\\u001b[1mhi\"]\n"),
+        chunk(0, "{\"version\":2}\n"),
+    ];
+    let out = store.insert(&batch).await?;
+    assert_eq!((out.inserted, out.duplicates), (3, 0));
+    assert_eq!(store.insert(&batch).await?.duplicates, 3);
+    let detail = store
+        .session(&id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("session not found"))?;
+    // 18.16 keeps whole seconds.
+    end.started = detail.session.started;
+    end.ended = detail.session.ended;
+    end.groups = detail.session.groups.clone();
+    assert_eq!(detail.session, end);
+    let chunks = store.session_chunks(&id).await?;
+    let seqs: Vec<u64> = chunks.iter().map(|c| c.seq).collect();
+    assert_eq!(seqs, vec![0, 1]);
+    assert_eq!(chunks[1].data, "[0.1,\"o\",\"\\u001b[1mhi\"]\n");
     Ok(())
 }
 
@@ -89,7 +150,7 @@ async fn store_started_while_clickhouse_is_down_connects_later() -> anyhow::Resu
     assert!(s.insert(&[api_event(1)]).await.is_err());
     ch.start()?;
     assert_eq!(s.insert(&[api_event(1)]).await?.inserted, 1);
-    assert_eq!(s.migrate().await?.applied, vec![1]);
+    assert_eq!(s.migrate().await?.applied, vec![1, 2]);
     Ok(())
 }
 

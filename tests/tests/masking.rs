@@ -413,9 +413,14 @@ async fn gzip_responses_are_decoded_then_masked() -> anyhow::Result<()> {
             roots.add(cert?)?;
         }
     }
-    let tls = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    // explicit provider: the workspace links both ring and aws-lc-rs (aws-sdk), so rustls
+    // has no process default to pick.
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_only()

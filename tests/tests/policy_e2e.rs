@@ -114,7 +114,7 @@ fn events(path: &Path) -> Vec<gatehouse_common::audit::ApiRequestEvent> {
         .filter_map(|l| serde_json::from_str::<AuditEvent>(l).ok())
         .filter_map(|e| match e {
             AuditEvent::ApiRequest(r) => Some(r),
-            AuditEvent::SessionEnd(_) => None,
+            AuditEvent::SessionEnd(_) | AuditEvent::SessionChunk(_) => None,
         })
         .collect()
 }

@@ -14,8 +14,10 @@
 //! - [`bench_ingest`]: `bench ingest`, spool-to-ClickHouse throughput and the user query.
 //! - [`bench_mask`]: `bench mask`, the masking engine's cost (5,000-secret list, text MB/s).
 //! - [`bench_policy`]: `bench policy`, policy evaluation cost with 1,000 rules.
+//! - [`bench_exec`]: `bench exec`, exec output through the recording agent vs direct.
 
 mod bench;
+mod bench_exec;
 mod bench_ingest;
 mod bench_mask;
 mod bench_policy;
@@ -145,6 +147,12 @@ enum BenchCommand {
     /// a request mix), against the 5 us p99 target. JSON goes to
     /// <target>/bench/policy-<unix-seconds>.json.
     Policy(bench_policy::PolicyOptions),
+    // --- exec bench (session recording) ---
+    /// `kubectl exec` of 1 GiB of output through the release agent with recording on vs
+    /// straight to the emulator, same run: throughput ratio (target >= 80%) and agent RSS
+    /// growth (target <= 16 MiB). JSON goes to <target>/bench/exec-<unix-seconds>.json.
+    /// Quick run: `--bytes 268435456 --runs 1`.
+    Exec(bench_exec::ExecOptions),
 }
 
 fn main() -> ExitCode {
@@ -192,6 +200,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Ingest(options)) => {
             bench_ingest::ingest(&paths, &options)?;
         }
+        Command::Bench(BenchCommand::Exec(options)) => bench_exec::exec(&paths, &options)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -2,9 +2,12 @@
 //! `SessionEnd` audit event per session, and the registry that lets shutdown drain them.
 
 mod goodbye;
+mod limits;
 
 pub(crate) use goodbye::Goodbye;
 use goodbye::Observe;
+use limits::Activity;
+pub use limits::SessionLimits;
 
 use super::tap::{StreamTap, TapError};
 use crate::audit::sink::AuditSink;
@@ -19,6 +22,9 @@ use tokio_util::task::TaskTracker;
 
 /// Size of each direction's relay buffer: the only buffering between the two sides.
 const CHUNK: usize = 16 * 1024;
+
+/// How often a relay held back by a backlogged tap looks again.
+const TAP_BACKLOG_POLL: Duration = Duration::from_millis(2);
 
 /// After the API server has closed its side, how long kubectl gets to close its own before
 /// the agent drops the connection (kubectl answers a close at once; this bounds a stuck one).
@@ -37,6 +43,8 @@ pub struct SessionStart {
     pub sink: Arc<dyn AuditSink>,
     /// Optional inline tap (session recording).
     pub tap: Option<Box<dyn StreamTap>>,
+    /// Idle timeout and maximum length.
+    pub limits: SessionLimits,
 }
 
 /// The negotiated subprotocol of a 101: WebSocket's `Sec-WebSocket-Protocol`, else SPDY's
@@ -114,13 +122,20 @@ struct EndGuard {
     from_client: AtomicU64,
     to_client: AtomicU64,
     request_id: String,
+    limits: SessionLimits,
+    activity: Activity,
 }
 
 impl EndGuard {
     fn new(start: Option<SessionStart>, protocol: String, request_id: String) -> Self {
-        let (mut event, sink, tap) = match start {
-            Some(s) => (s.template, Some(s.sink), s.tap.map(Mutex::new)),
-            None => (SessionEndEvent::default(), None, None),
+        let (mut event, sink, tap, limits) = match start {
+            Some(s) => (s.template, Some(s.sink), s.tap.map(Mutex::new), s.limits),
+            None => (
+                SessionEndEvent::default(),
+                None,
+                None,
+                SessionLimits::default(),
+            ),
         };
         if event.event_id.is_empty() {
             event.event_id = uuid::Uuid::new_v4().to_string();
@@ -137,11 +152,14 @@ impl EndGuard {
             from_client: AtomicU64::new(0),
             to_client: AtomicU64::new(0),
             request_id,
+            limits,
+            activity: Activity::new(),
         }
     }
 
     /// Hands a chunk to the tap; `Err` carries the end reason.
     fn tap(&self, direction: Direction, data: &[u8]) -> Result<(), String> {
+        self.activity.touch();
         let Some(tap) = &self.tap else {
             return Ok(());
         };
@@ -152,6 +170,14 @@ impl EndGuard {
             Direction::UpstreamToClient => tap.upstream_to_client(data),
         };
         result.map_err(|TapError(reason)| format!("tap: {reason}"))
+    }
+
+    /// Whether the tap asks the relay to wait before reading more.
+    fn tap_backlogged(&self) -> bool {
+        self.tap
+            .as_ref()
+            .and_then(|t| t.lock().ok().map(|t| t.backlogged()))
+            .unwrap_or(false)
     }
 
     fn counter(&self, direction: Direction) -> &AtomicU64 {
@@ -171,17 +197,22 @@ impl EndGuard {
         event.ended = chrono::Utc::now();
         event.bytes_from_client = self.from_client.load(Ordering::Relaxed);
         event.bytes_to_client = self.to_client.load(Ordering::Relaxed);
-        tracing::info!(
-            request_id = %self.request_id, session_id = %event.session_id,
-            protocol = %event.protocol, bytes_from_client = event.bytes_from_client,
-            bytes_to_client = event.bytes_to_client, end_reason = %event.end_reason,
-            "upgraded session ended"
-        );
+        event.duration_ms = (event.ended - event.started)
+            .num_microseconds()
+            .unwrap_or(0) as f64
+            / 1000.0;
         if let Some(tap) = &self.tap
             && let Ok(mut tap) = tap.lock()
         {
             tap.finish(event);
         }
+        tracing::info!(
+            request_id = %self.request_id, session_id = %event.session_id,
+            protocol = %event.protocol, bytes_from_client = event.bytes_from_client,
+            bytes_to_client = event.bytes_to_client, end_reason = %event.end_reason,
+            exit_code = ?event.exit_code, recording_chunks = event.recording_chunks,
+            "upgraded session ended"
+        );
         if let Some(sink) = &self.sink {
             sink.emit(&AuditEvent::SessionEnd(event.clone()));
         }
@@ -247,6 +278,11 @@ where
     };
     loop {
         if pipe.pending().is_empty() {
+            // Backpressure from the recording (its spool writer is behind): wait, reading
+            // nothing, so that memory stays bounded; cancel-safe, no byte has moved.
+            while guard.tap_backlogged() {
+                tokio::time::sleep(TAP_BACKLOG_POLL).await;
+            }
             let n = match from.read(&mut pipe.buf).await {
                 Ok(0) => break,
                 Ok(n) => n,
@@ -312,6 +348,7 @@ async fn say_goodbye<CR, CW, UR>(
     halves: &mut Halves<CR, CW, UR>,
     goodbye: &mut Goodbye,
     guard: &EndGuard,
+    message: &str,
 ) -> bool
 where
     CR: AsyncRead + Unpin,
@@ -319,7 +356,10 @@ where
     UR: AsyncRead + Unpin,
 {
     let lingered = async {
-        let written = matches!(write_farewell(halves, goodbye, guard).await, Ok(true));
+        let written = matches!(
+            write_farewell(halves, goodbye, guard, message).await,
+            Ok(true)
+        );
         let _ = halves.client_w.shutdown().await;
         // Closing with kubectl's bytes unread would reset the connection and could destroy
         // the goodbye before kubectl reads it: read until kubectl closes.
@@ -338,6 +378,7 @@ async fn write_farewell<CR, CW, UR>(
     halves: &mut Halves<CR, CW, UR>,
     goodbye: &mut Goodbye,
     guard: &EndGuard,
+    message: &str,
 ) -> std::io::Result<bool>
 where
     CW: AsyncWrite + Unpin,
@@ -367,7 +408,7 @@ where
         )
         .await?;
     }
-    let Some(farewell) = goodbye.farewell(goodbye::SHUTDOWN_MESSAGE) else {
+    let Some(farewell) = goodbye.farewell(message) else {
         return Ok(false);
     };
     halves.client_w.write_all(&farewell).await?;
@@ -402,6 +443,7 @@ where
         to_client: Pipe::new(),
     };
     let mut to_upstream = Pipe::new();
+    let mut limit_hit = None;
     let reason = {
         let (mut seen_from_client, mut seen_to_client) = match goodbye.as_mut() {
             Some(g) => (Some(&mut g.client), Some(&mut g.upstream)),
@@ -446,14 +488,24 @@ where
                 },
                 () = linger => break "closed".to_string(),
                 () = shutdown.cancelled() => break "agent_shutdown".to_string(),
+                limit = guard.activity.expired(guard.limits) => {
+                    limit_hit = Some(limit);
+                    break limit.end_reason().to_string();
+                }
             }
         }
     };
-    if reason == "agent_shutdown"
-        && let Some(goodbye) = goodbye.as_mut()
-    {
-        let told = say_goodbye(&mut halves, goodbye, &guard).await;
-        tracing::debug!(told, "goodbye to the client of a session ended by shutdown");
+    let message = match limit_hit {
+        Some(limit) => Some(limit.message()),
+        None if reason == "agent_shutdown" => Some(goodbye::SHUTDOWN_MESSAGE.to_string()),
+        // The tap ended it (unrecordable input, recording cannot be kept): say why.
+        None => reason
+            .strip_prefix("tap: ")
+            .map(|why| format!("the Gatehouse agent ended this session: {why}")),
+    };
+    if let (Some(message), Some(goodbye)) = (message, goodbye.as_mut()) {
+        let told = say_goodbye(&mut halves, goodbye, &guard, &message).await;
+        tracing::debug!(told, reason = %reason, "goodbye to the client of a session the agent ended");
     }
     guard.finish(&reason);
     // The streams outlive the pumps so that the event is out before the sockets close:
@@ -521,7 +573,7 @@ mod tests {
             }
             Ok(())
         }
-        fn finish(&mut self, end: &SessionEndEvent) {
+        fn finish(&mut self, end: &mut SessionEndEvent) {
             if let Ok(mut s) = self.seen.lock() {
                 s.2.push(end.end_reason.clone());
             }
@@ -538,6 +590,7 @@ mod tests {
             },
             sink: sink.clone(),
             tap: tap.map(|t| Box::new(t) as Box<dyn StreamTap>),
+            limits: SessionLimits::default(),
         }
     }
 

@@ -34,11 +34,20 @@ pub fn relay(
     client: OnUpgrade,
     mut upstream: Response<hyper::body::Incoming>,
     request_id: String,
-    session: Option<SessionStart>,
+    mut session: Option<SessionStart>,
     sessions: &Sessions,
 ) -> Response<Body> {
-    let upstream_upgrade = hyper::upgrade::on(&mut upstream);
     let protocol = negotiated_protocol(upstream.headers());
+    // A session its tap cannot follow (recording) is refused rather than relayed blind.
+    if let Some(tap) = session.as_mut().and_then(|s| s.tap.as_mut())
+        && let Err(err) = tap.upgraded(upstream.headers())
+    {
+        tracing::warn!(request_id = %request_id, error = %err, "session refused by its tap");
+        let message = format!("gatehouse cannot record this session: {err}");
+        session::upgrade_failed(session, protocol, request_id, &format!("tap: {err}"));
+        return crate::status::ProxyError::Forbidden(message).into_response();
+    }
+    let upstream_upgrade = hyper::upgrade::on(&mut upstream);
     let goodbye = session::Goodbye::for_upgrade(upstream.headers());
     let shutdown = sessions.shutdown_token();
     sessions.spawn(async move {

@@ -120,6 +120,9 @@ pub(crate) struct Inner {
     pub disk_bytes: AtomicU64,
     pub pending: AtomicU64,
     pub queued: AtomicUsize,
+    /// Recording bytes (`SessionChunk` data) in the queue: chunks are large, so the
+    /// queue's event bound alone does not bound its memory.
+    pub queued_payload: AtomicU64,
     full: AtomicBool,
     pub broken: AtomicBool,
     /// Bumped after each fsync, so the shipper wakes up.
@@ -220,6 +223,7 @@ impl Spool {
             disk_bytes: AtomicU64::new(recovered.bytes),
             pending: AtomicU64::new(recovered.pending),
             queued: AtomicUsize::new(0),
+            queued_payload: AtomicU64::new(0),
             full: AtomicBool::new(false),
             broken: AtomicBool::new(false),
             durable,
@@ -282,6 +286,11 @@ impl Spool {
                 }
             })
         })
+    }
+
+    /// Recording bytes queued for the writer (see [`Inner::queued_payload`]).
+    pub fn queued_recording_bytes(&self) -> u64 {
+        self.inner.queued_payload.load(Ordering::Relaxed)
     }
 
     /// The configured full policy.
@@ -401,13 +410,28 @@ impl Spool {
     }
 }
 
+/// Recording bytes an event carries (0 for everything but `SessionChunk`).
+pub(crate) fn payload_bytes(event: &AuditEvent) -> u64 {
+    match event {
+        AuditEvent::SessionChunk(c) => c.data.len() as u64,
+        _ => 0,
+    }
+}
+
 impl AuditSink for Spool {
     fn emit(&self, event: &AuditEvent) {
         self.inner.queued.fetch_add(1, Ordering::Relaxed);
+        let payload = payload_bytes(event);
+        self.inner
+            .queued_payload
+            .fetch_add(payload, Ordering::Relaxed);
         match self.tx.try_send(Msg::Event(Box::new(event.clone()))) {
             Ok(()) => {}
             Err(err) => {
                 self.inner.queued.fetch_sub(1, Ordering::Relaxed);
+                self.inner
+                    .queued_payload
+                    .fetch_sub(payload, Ordering::Relaxed);
                 let reason = match err {
                     TrySendError::Full(_) => "queue_full",
                     TrySendError::Disconnected(_) => "stopped",

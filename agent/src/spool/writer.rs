@@ -104,6 +104,10 @@ impl Writer {
             match msg {
                 Msg::Event(event) => {
                     self.inner.queued.fetch_sub(1, Ordering::Relaxed);
+                    // --- recording (issue 6) ---
+                    self.inner
+                        .queued_payload
+                        .fetch_sub(super::payload_bytes(&event), Ordering::Relaxed);
                     self.append(&event);
                     let due = self
                         .first_unsynced

@@ -138,6 +138,32 @@ enum SessionsCommand {
     List(SessionListArgs),
     /// One session with the API calls that belong to it.
     Show(SessionShowArgs),
+    /// Play a session's recording in the terminal with its real timing (or faster), or
+    /// save it as an asciicast v2 file (`asciinema play FILE`).
+    ///
+    /// Example: gatehouse sessions replay 0190c0de-... --speed 4 --collector-url
+    /// https://collector:9443 --ca-file ca.crt --issuer-url https://idp
+    Replay(SessionReplayArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct SessionReplayArgs {
+    #[command(flatten)]
+    query: QueryArgs,
+    /// The session id (the SESSION column of `gatehouse sessions list`).
+    id: String,
+    /// Play this many times faster (0.5 = half speed).
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
+    /// Longest pause between two outputs, in seconds (after --speed); default: as recorded.
+    #[arg(long)]
+    max_wait: Option<f64>,
+    /// Write the output at once, without timing (for pipes and grep).
+    #[arg(long)]
+    raw: bool,
+    /// Save the recording (.cast, asciicast v2) to FILE instead of playing it.
+    #[arg(long, value_name = "FILE")]
+    output_file: Option<std::path::PathBuf>,
 }
 
 /// How results are printed.
@@ -370,6 +396,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Sessions(SessionsCommand::Show(a)) => exit_on_error(sessions_show(&a).await),
         Command::Policy(PolicyCommand::Check { file }) => exit_on_error(policy_check(&file)),
         Command::Policy(PolicyCommand::Test(a)) => exit_on_error(policy_test(&a)),
+        Command::Sessions(SessionsCommand::Replay(a)) => exit_on_error(sessions_replay(&a).await),
     }
 }
 
@@ -741,6 +768,48 @@ async fn sessions_list(a: &SessionListArgs) -> anyhow::Result<()> {
         gatehouse_collector::cli::audit::sessions_table,
     )
     .await
+}
+
+async fn sessions_replay(a: &SessionReplayArgs) -> anyhow::Result<()> {
+    use gatehouse_collector::cli::replay;
+    let client = query_client(&a.query).await?;
+    let id: String = form_urlencoded::byte_serialize(a.id.as_bytes()).collect();
+    let cast = client
+        .get_text(&format!("/v1/sessions/{id}/recording"))
+        .await?;
+    if let Some(path) = &a.output_file {
+        std::fs::write(path, &cast)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+        eprintln!(
+            "saved the recording of session {} to {}",
+            a.id,
+            path.display()
+        );
+        return Ok(());
+    }
+    let info = replay::info(&cast)?;
+    if !a.raw {
+        eprintln!(
+            "replaying session {} ({}, {}x{}) at {}x speed; Ctrl-C stops",
+            a.id, info.title, info.width, info.height, a.speed
+        );
+    }
+    let options = replay::PlayOptions {
+        speed: a.speed,
+        max_wait: a
+            .max_wait
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(std::time::Duration::from_secs_f64),
+        raw: a.raw,
+    };
+    // Blocking writes and sleeps: the replay is the only thing this process does.
+    tokio::task::spawn_blocking(move || {
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        replay::play(&cast, options, &mut out, std::thread::sleep)
+    })
+    .await??;
+    Ok(())
 }
 
 async fn sessions_show(a: &SessionShowArgs) -> anyhow::Result<()> {

@@ -197,6 +197,21 @@ impl QueryClient {
         Ok(serde_json::from_slice(&body)?)
     }
 
+    /// `GET path_and_query`, the body as text (a recording).
+    pub async fn get_text(&self, path_and_query: &str) -> Result<String, QueryError> {
+        let resp = self.send(path_and_query, false).await?;
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| QueryError::Transport {
+                url: path_and_query.to_string(),
+                reason: e.to_string(),
+            })?
+            .to_bytes();
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
     /// `GET path_and_query` as NDJSON, copied to `out` as it arrives; returns the line count.
     pub async fn stream_to(
         &self,
@@ -373,7 +388,7 @@ pub fn session_text(d: &SessionDetail) -> String {
     let s = &d.session;
     let mut out = format!(
         "Session:   {}\nUser:      {}\nKind:      {}\nPod:       {}/{}\nNode:      {}\n\
-         Started:   {}\nEnded:     {} ({})\nCommand:   {}\nBytes:     {} from client, {} to client\n\n",
+         Started:   {}\nEnded:     {} ({})\nCommand:   {}\nBytes:     {} from client, {} to client\n",
         s.session_id,
         s.user,
         kind_name(s),
@@ -387,6 +402,31 @@ pub fn session_text(d: &SessionDetail) -> String {
         s.bytes_from_client,
         s.bytes_to_client,
     );
+    // --- recording fields (issue 6) ---
+    let exit = s
+        .exit_code
+        .map_or_else(|| "-".to_string(), |c| c.to_string());
+    out.push_str(&format!(
+        "Duration:  {:.1}s\nExit code: {exit}\nTerminal:  {}\nStreams:   {} stdin bytes, {} output bytes\n\
+         Recording: {} chunks{}\n",
+        s.duration_ms / 1000.0,
+        if s.terminal.is_empty() { "-" } else { &s.terminal },
+        s.stdin_bytes,
+        s.output_bytes,
+        s.recording_chunks,
+        if s.recording_chunks > 0 {
+            format!(" (gatehouse sessions replay {})", s.session_id)
+        } else {
+            String::new()
+        },
+    ));
+    for p in &s.ports {
+        out.push_str(&format!(
+            "Port:      {} ({} connections, {} bytes in, {} bytes out)\n",
+            p.port, p.connections, p.bytes_from_client, p.bytes_to_client
+        ));
+    }
+    out.push('\n');
     out.push_str(&requests_table(&d.requests));
     out
 }

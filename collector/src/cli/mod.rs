@@ -12,3 +12,4 @@ pub mod oidc;
 pub mod pkce;
 pub mod policy;
 pub mod refresh;
+pub mod replay;

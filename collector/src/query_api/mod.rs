@@ -5,6 +5,7 @@
 //! - `GET /v1/sessions?user=&namespace=&pod=&kind=&...`, `GET /v1/sessions/{id}`
 //! - `GET|PUT /v1/policy`: the active policy; replaced by `--policy-admin-groups` members,
 //!   each attempt an audit event ([`policy_admin`]).
+//! - `GET /v1/sessions/{id}/recording` → the asciicast v2 file (`application/x-asciicast`)
 //! - `Accept: application/x-ndjson` or `format=ndjson` on a list: every match, one JSON
 //!   object a line, paged server-side one store page at a time (bounded memory).
 //!
@@ -12,6 +13,7 @@
 
 pub mod params;
 pub mod policy_admin;
+pub mod recording;
 
 use crate::store::StoreError;
 use crate::store::query::{AuditQuery, MAX_PAGE, Page, PageRequest};
@@ -377,6 +379,13 @@ pub async fn handle<B>(state: &Arc<ApiState>, req: Request<B>) -> Response<ApiBo
         };
     }
     let id = path.trim_start_matches("/v1/sessions/");
+    if let Some(id) = id.strip_suffix("/recording")
+        && !id.is_empty()
+        && !id.contains('/')
+    {
+        tracing::info!(target: QUERY_LOG_TARGET, user = %identity.username, endpoint = "recording", session = %id, "audit query");
+        return session_recording(&store, id).await;
+    }
     if id.is_empty() || id.contains('/') {
         return status(
             StatusCode::NOT_FOUND,
@@ -394,6 +403,40 @@ pub async fn handle<B>(state: &Arc<ApiState>, req: Request<B>) -> Response<ApiBo
         ),
         Err(err) => store_failed(&err),
     }
+}
+
+/// `GET /v1/sessions/{id}/recording`.
+async fn session_recording(store: &Arc<dyn AuditQuery>, id: &str) -> Response<ApiBody> {
+    let chunks = match store.session_chunks(id).await {
+        Ok(c) => c,
+        Err(err) => return store_failed(&err),
+    };
+    let session = match store.session(id).await {
+        Ok(detail) => detail.map(|d| d.session),
+        Err(err) => return store_failed(&err),
+    };
+    let Some(cast) = recording::assemble(chunks, session.as_ref()) else {
+        let why = if session.is_some() {
+            "was not recorded (or its recording has not arrived yet)"
+        } else {
+            "is not stored"
+        };
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("session {id:?} {why}"),
+        );
+    };
+    let mut resp = Response::new(
+        Full::new(Bytes::from(cast))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(recording::CONTENT_TYPE),
+    );
+    resp
 }
 
 #[cfg(test)]

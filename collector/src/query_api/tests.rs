@@ -224,3 +224,47 @@ async fn bad_parameters_unknown_sessions_and_a_down_store_are_clear() -> TestRes
     assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
     Ok(())
 }
+
+#[tokio::test]
+async fn recordings_come_back_as_asciicast_in_seq_order_and_only_to_the_query_groups() -> TestResult
+{
+    use gatehouse_common::audit::SessionChunkEvent;
+    let f = Fixture::new().await?;
+    let chunk = |seq: u64, data: &str| {
+        AuditEvent::SessionChunk(SessionChunkEvent {
+            event_id: format!("c{seq}"),
+            session_id: "s1".into(),
+            seq,
+            data: data.into(),
+            ..SessionChunkEvent::default()
+        })
+    };
+    f.store
+        .insert(&[
+            chunk(2, "[1.0,\"o\",\"b\"]\n"),
+            chunk(0, "{\"version\":2,\"width\":80,\"height\":24}\n"),
+            chunk(1, "[0.5,\"o\",\"a\"]\n"),
+        ])
+        .await?;
+    let sec = f.token("sam", &["security"]);
+    let (code, headers, body) = f
+        .call(Method::GET, "/v1/sessions/s1/recording", Some(&sec), None)
+        .await?;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "application/x-asciicast");
+    assert_eq!(
+        body,
+        "{\"version\":2,\"width\":80,\"height\":24}\n[0.5,\"o\",\"a\"]\n[1.0,\"o\",\"b\"]\n"
+    );
+    let dev = f.token("dave", &["devs"]);
+    let (code, _, _) = f
+        .call(Method::GET, "/v1/sessions/s1/recording", Some(&dev), None)
+        .await?;
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    let (code, _, body) = f
+        .call(Method::GET, "/v1/sessions/zz/recording", Some(&sec), None)
+        .await?;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    assert!(body.contains("not stored"), "{body}");
+    Ok(())
+}

@@ -21,7 +21,7 @@
 //! event is written twice until a merge folds it. 18.16 has no insert deduplication for
 //! non-replicated tables; newer servers' `insert_deduplication_token` would close this.
 
-use super::rows::{ApiRequestRow, SessionRow};
+use super::rows::{ApiRequestRow, ChunkRow, SessionRow};
 use super::schema::{self, SchemaSettings, ServerFeatures};
 use super::{AuditStore, InsertOutcome, StoreError};
 use ::clickhouse::{Client, RowOwned, RowWrite};
@@ -159,6 +159,20 @@ impl ClickHouseStore {
             for statement in &m.statements {
                 client.query(statement).execute().await?;
             }
+            for add in &m.added_columns {
+                let present = client
+                    .query(
+                        "SELECT count() FROM system.columns \
+                         WHERE database = currentDatabase() AND table = ? AND name = ?",
+                    )
+                    .bind(add.table)
+                    .bind(add.column)
+                    .fetch_one::<u64>()
+                    .await?;
+                if present == 0 {
+                    client.query(&add.statement).execute().await?;
+                }
+            }
             client
                 .query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, now())")
                 .bind(m.version)
@@ -226,6 +240,7 @@ impl ClickHouseStore {
         let mut seen = HashSet::new();
         let mut api = Vec::new();
         let mut sessions = Vec::new();
+        let mut chunks = Vec::new();
         for e in events {
             if !seen.insert(e.event_id()) {
                 outcome.duplicates += 1;
@@ -234,6 +249,7 @@ impl ClickHouseStore {
             match e {
                 AuditEvent::ApiRequest(r) => api.push(ApiRequestRow::new(r, dt64)),
                 AuditEvent::SessionEnd(s) => sessions.push(SessionRow::new(s, dt64)),
+                AuditEvent::SessionChunk(c) => chunks.push(ChunkRow::new(c, dt64)),
             }
         }
         let _guard = self.write_lock.lock().await;
@@ -246,6 +262,17 @@ impl ClickHouseStore {
         let (n, d) = insert_new(&ready.client, "sessions", "started", sessions, check, |r| {
             (&r.event_id, r.started.secs())
         })
+        .await?;
+        outcome.inserted += n;
+        outcome.duplicates += d;
+        let (n, d) = insert_new(
+            &ready.client,
+            "session_chunks",
+            "time",
+            chunks,
+            check,
+            |r| (&r.event_id, r.time.secs()),
+        )
         .await?;
         outcome.inserted += n;
         outcome.duplicates += d;

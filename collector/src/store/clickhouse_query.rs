@@ -18,7 +18,7 @@ use super::query::{
 use ::clickhouse::Row;
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
-use gatehouse_common::audit::{ApiRequestEvent, ExecParams, SessionEndEvent};
+use gatehouse_common::audit::{ApiRequestEvent, ExecParams, SessionChunkEvent, SessionEndEvent};
 use serde::Deserialize;
 
 /// Most API calls returned with one session (an exec session has one: its upgrade).
@@ -259,13 +259,22 @@ struct SessionRead {
     bytes_from_client: u64,
     bytes_to_client: u64,
     end_reason: String,
+    duration_ms: f64,
+    exited: u8,
+    exit_code: i32,
+    terminal: String,
+    stdin_bytes: u64,
+    output_bytes: u64,
+    recording_chunks: u64,
+    ports: String,
 }
 
 fn session_columns(t: TimeSql) -> String {
     format!(
         "event_id, session_id, request_id, cluster, node, `user`, `groups`, kind, protocol, \
          namespace, pod, exec_command, exec_container, exec_stdin, exec_tty, {started}, \
-         {ended}, bytes_from_client, bytes_to_client, end_reason",
+         {ended}, bytes_from_client, bytes_to_client, end_reason, duration_ms, exited, \
+         exit_code, terminal, stdin_bytes, output_bytes, recording_chunks, ports",
         started = t.micros("started"),
         ended = t.micros("ended"),
     )
@@ -297,8 +306,29 @@ impl From<SessionRead> for SessionEndEvent {
             bytes_from_client: r.bytes_from_client,
             bytes_to_client: r.bytes_to_client,
             end_reason: r.end_reason,
+            duration_ms: r.duration_ms,
+            exit_code: (r.exited != 0).then_some(r.exit_code),
+            terminal: r.terminal,
+            stdin_bytes: r.stdin_bytes,
+            output_bytes: r.output_bytes,
+            recording_chunks: r.recording_chunks,
+            ports: serde_json::from_str(&r.ports).unwrap_or_default(),
         }
     }
+}
+
+/// A `session_chunks` row as read back.
+#[derive(Debug, Deserialize, Row)]
+struct ChunkRead {
+    event_id: String,
+    session_id: String,
+    cluster: String,
+    namespace: String,
+    user: String,
+    time_micros: i64,
+    seq: u64,
+    stream: String,
+    data: String,
 }
 
 /// The `WHERE` of a requests page (filters and cursor).
@@ -503,6 +533,44 @@ impl AuditQuery for ClickHouseStore {
         session_id: &'a str,
     ) -> BoxFuture<'a, Result<Option<SessionDetail>, StoreError>> {
         Box::pin(self.bounded(self.query_session(session_id)))
+    }
+
+    fn session_chunks<'a>(
+        &'a self,
+        session_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<SessionChunkEvent>, StoreError>> {
+        Box::pin(self.bounded(async move {
+            let ready = self.ready().await?;
+            let t = TimeSql {
+                datetime64: ready.features.datetime64,
+            };
+            // FINAL: an unmerged duplicate row must not repeat a chunk.
+            let sql = format!(
+                "SELECT event_id, session_id, cluster, namespace, `user`, {time}, seq, stream, \
+                 data FROM session_chunks FINAL WHERE session_id = ? ORDER BY seq, event_id",
+                time = t.micros("time"),
+            );
+            let rows = ready
+                .client
+                .query(&sql)
+                .bind(session_id)
+                .fetch_all::<ChunkRead>()
+                .await?;
+            Ok(rows
+                .into_iter()
+                .map(|r| SessionChunkEvent {
+                    event_id: r.event_id,
+                    session_id: r.session_id,
+                    cluster: r.cluster,
+                    namespace: r.namespace,
+                    user: r.user,
+                    time: time_from_micros(r.time_micros),
+                    seq: r.seq,
+                    stream: r.stream,
+                    data: r.data,
+                })
+                .collect())
+        }))
     }
 }
 

@@ -7,7 +7,7 @@ use super::query::{
 use super::{AuditStore, InsertOutcome, StoreError};
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
-use gatehouse_common::audit::{ApiRequestEvent, AuditEvent, SessionEndEvent};
+use gatehouse_common::audit::{ApiRequestEvent, AuditEvent, SessionChunkEvent, SessionEndEvent};
 use std::collections::HashSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -178,6 +178,25 @@ impl AuditQuery for MemoryStore {
         })
     }
 
+    fn session_chunks<'a>(
+        &'a self,
+        session_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<SessionChunkEvent>, StoreError>> {
+        Box::pin(async move {
+            self.check()?;
+            let mut chunks: Vec<SessionChunkEvent> = self
+                .events()
+                .into_iter()
+                .filter_map(|e| match e {
+                    AuditEvent::SessionChunk(c) if c.session_id == session_id => Some(c),
+                    _ => None,
+                })
+                .collect();
+            chunks.sort_by_key(|c| c.seq);
+            Ok(chunks)
+        })
+    }
+
     fn session<'a>(
         &'a self,
         session_id: &'a str,
@@ -304,7 +323,7 @@ mod tests {
         let s = MemoryStore::new();
         let mut exec = match request("r1", 5, "alice", "create") {
             AuditEvent::ApiRequest(r) => r,
-            AuditEvent::SessionEnd(_) => ApiRequestEvent::default(),
+            _ => ApiRequestEvent::default(),
         };
         exec.session_id = Some("s1".into());
         let end = SessionEndEvent {

@@ -151,6 +151,13 @@ pub trait AuditQuery: Send + Sync + 'static {
         &'a self,
         session_id: &'a str,
     ) -> BoxFuture<'a, Result<Option<SessionDetail>, StoreError>>;
+
+    /// The recording chunks of a session, by `seq` (a seq may repeat if an agent re-sent
+    /// it under a new event id; empty when nothing was recorded).
+    fn session_chunks<'a>(
+        &'a self,
+        session_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<gatehouse_common::audit::SessionChunkEvent>, StoreError>>;
 }
 
 #[cfg(test)]

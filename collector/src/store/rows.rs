@@ -3,7 +3,7 @@
 //! Field order and names follow the columns in `schema.rs` (RowBinary is positional).
 
 use chrono::{DateTime, Utc};
-use gatehouse_common::audit::{ApiRequestEvent, SessionEndEvent};
+use gatehouse_common::audit::{ApiRequestEvent, SessionChunkEvent, SessionEndEvent};
 use serde::{Serialize, Serializer};
 
 /// A timestamp as the server's time column wants it: `DateTime` seconds (u32) on 18.16,
@@ -163,6 +163,16 @@ pub struct SessionRow {
     pub bytes_from_client: u64,
     pub bytes_to_client: u64,
     pub end_reason: String,
+    // --- migration 2: recording fields ---
+    pub duration_ms: f64,
+    pub exited: u8,
+    pub exit_code: i32,
+    pub terminal: String,
+    pub stdin_bytes: u64,
+    pub output_bytes: u64,
+    pub recording_chunks: u64,
+    /// `ports` as JSON (empty for exec/attach).
+    pub ports: String,
 }
 
 impl SessionRow {
@@ -190,6 +200,51 @@ impl SessionRow {
             bytes_from_client: e.bytes_from_client,
             bytes_to_client: e.bytes_to_client,
             end_reason: e.end_reason.clone(),
+            duration_ms: e.duration_ms,
+            exited: u8::from(e.exit_code.is_some()),
+            exit_code: e.exit_code.unwrap_or(0),
+            terminal: e.terminal.clone(),
+            stdin_bytes: e.stdin_bytes,
+            output_bytes: e.output_bytes,
+            recording_chunks: e.recording_chunks,
+            ports: if e.ports.is_empty() {
+                String::new()
+            } else {
+                serde_json::to_string(&e.ports).unwrap_or_default()
+            },
+        }
+    }
+}
+
+/// One row of `session_chunks` (from a `SessionChunk` event).
+// The columns are the `SessionChunkEvent` fields, documented in `gatehouse_common::audit`.
+#[allow(missing_docs)]
+#[derive(Debug, Clone, Serialize, clickhouse::Row)]
+pub struct ChunkRow {
+    pub event_id: String,
+    pub session_id: String,
+    pub cluster: String,
+    pub namespace: String,
+    pub user: String,
+    pub time: ChTime,
+    pub seq: u64,
+    pub stream: String,
+    pub data: String,
+}
+
+impl ChunkRow {
+    /// The row for `e`.
+    pub fn new(e: &SessionChunkEvent, datetime64: bool) -> Self {
+        Self {
+            event_id: e.event_id.clone(),
+            session_id: e.session_id.clone(),
+            cluster: e.cluster.clone(),
+            namespace: e.namespace.clone(),
+            user: e.user.clone(),
+            time: ChTime::new(e.time, datetime64),
+            seq: e.seq,
+            stream: e.stream.clone(),
+            data: e.data.clone(),
         }
     }
 }

@@ -88,6 +88,7 @@ enum Col {
     U32,
     U64,
     F64,
+    I32,
 }
 
 fn render(col: Col, f: ServerFeatures) -> String {
@@ -111,6 +112,7 @@ fn render(col: Col, f: ServerFeatures) -> String {
         Col::U32 => ("UInt32".to_string(), ""),
         Col::U64 => ("UInt64".to_string(), " CODEC(T64, ZSTD(1))"),
         Col::F64 => ("Float64".to_string(), " CODEC(Gorilla, ZSTD(1))"),
+        Col::I32 => ("Int32".to_string(), ""),
     };
     if f.codecs { format!("{ty}{codec}") } else { ty }
 }
@@ -329,11 +331,25 @@ pub struct Migration {
     pub name: &'static str,
     /// DDL for this server.
     pub statements: Vec<String>,
+    /// Columns added to existing tables, each applied only if `system.columns` does not
+    /// list it yet (18.16 has no `ADD COLUMN IF NOT EXISTS`), so a step is re-runnable.
+    pub added_columns: Vec<AddedColumn>,
+}
+
+/// One `ALTER TABLE ... ADD COLUMN` of a migration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddedColumn {
+    /// Table.
+    pub table: &'static str,
+    /// Column name.
+    pub column: &'static str,
+    /// The `ALTER TABLE` statement for this server.
+    pub statement: String,
 }
 
 /// Every migration, in order, rendered for a server with `features`.
 pub fn migrations(features: ServerFeatures, settings: SchemaSettings) -> Vec<Migration> {
-    vec![Migration {
+    let first = Migration {
         version: 1,
         name: "timeline tables",
         statements: [
@@ -347,8 +363,40 @@ pub fn migrations(features: ServerFeatures, settings: SchemaSettings) -> Vec<Mig
         .iter()
         .map(|t| create_table(t, features, settings))
         .collect(),
-    }]
+        added_columns: Vec::new(),
+    };
+    // Appended columns: the row types add them at the end, in this order.
+    let recording = Migration {
+        version: 2,
+        name: "session recording fields",
+        statements: Vec::new(),
+        added_columns: SESSION_RECORDING_COLUMNS
+            .iter()
+            .map(|(name, col)| AddedColumn {
+                table: "sessions",
+                column: name,
+                statement: format!(
+                    "ALTER TABLE `sessions` ADD COLUMN `{name}` {}",
+                    render(*col, features)
+                ),
+            })
+            .collect(),
+    };
+    vec![first, recording]
 }
+
+/// Columns migration 2 adds to `sessions` (the recording fields of `SessionEndEvent`;
+/// `exited` says whether `exit_code` is known, `ports` is the port-forward list as JSON).
+const SESSION_RECORDING_COLUMNS: &[(&str, Col)] = &[
+    ("duration_ms", Col::F64),
+    ("exited", Col::Flag),
+    ("exit_code", Col::I32),
+    ("terminal", Col::Low),
+    ("stdin_bytes", Col::U64),
+    ("output_bytes", Col::U64),
+    ("recording_chunks", Col::U64),
+    ("ports", Col::Text),
+];
 
 #[cfg(test)]
 mod tests {

@@ -139,6 +139,20 @@ impl TextDetectors {
         })
     }
 
+    /// The built-in detectors compiled once per process and shared (recordings fall back
+    /// to these when the request's profile names no text detectors: they are always masked).
+    pub fn shared_builtin() -> Arc<Self> {
+        static BUILTIN: std::sync::OnceLock<Arc<TextDetectors>> = std::sync::OnceLock::new();
+        BUILTIN
+            .get_or_init(|| {
+                // The built-in patterns are constants covered by tests; failing to compile
+                // them is a programming error caught by the first test run.
+                #[expect(clippy::expect_used, reason = "built-in patterns are constants")]
+                Arc::new(TextDetectors::builtin().expect("built-in detectors compile"))
+            })
+            .clone()
+    }
+
     /// All built-in detectors, no custom ones.
     pub fn builtin() -> Result<Self, MaskError> {
         let all: Vec<String> = BUILTIN_DETECTORS.iter().map(|s| s.to_string()).collect();
@@ -211,14 +225,7 @@ impl std::fmt::Debug for TextMasker {
 impl Default for TextMasker {
     /// A masker with all built-in detectors.
     fn default() -> Self {
-        static BUILTIN: std::sync::OnceLock<Arc<TextDetectors>> = std::sync::OnceLock::new();
-        let detectors = BUILTIN.get_or_init(|| {
-            // The built-in patterns are constants covered by tests; failing to compile
-            // them is a programming error caught by the first test run.
-            #[expect(clippy::expect_used, reason = "built-in patterns are constants")]
-            Arc::new(TextDetectors::builtin().expect("built-in detectors compile"))
-        });
-        Self::new(detectors.clone())
+        Self::new(TextDetectors::shared_builtin())
     }
 }
 

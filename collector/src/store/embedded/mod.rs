@@ -269,7 +269,11 @@ impl EmbeddedStore {
             .map_or(i64::MIN, |t| t.timestamp_micros());
         self.run(true, move |conn| {
             let mut deleted = 0u64;
-            for (table, column) in [("api_requests", "time_us"), ("sessions", "started_us")] {
+            for (table, column) in [
+                ("api_requests", "time_us"),
+                ("sessions", "started_us"),
+                ("session_chunks", "time_us"),
+            ] {
                 let sql = format!(
                     "DELETE FROM {table} WHERE rowid IN \
                      (SELECT rowid FROM {table} WHERE {column} < ?1 LIMIT ?2)"
@@ -318,6 +322,10 @@ fn insert_batch(
              (event_id, session_id, started_us, user, \"groups\", kind, namespace, pod, event) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?;
+        let mut chunks = tx.prepare_cached(
+            "INSERT OR IGNORE INTO session_chunks (event_id, session_id, seq, time_us, event) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
         for event in events {
             let n = match event {
                 AuditEvent::ApiRequest(e) => api.execute(params![
@@ -343,6 +351,13 @@ fn insert_batch(
                     enum_name(&e.kind),
                     e.namespace,
                     e.pod,
+                    serde_json::to_string(e)?,
+                ])?,
+                AuditEvent::SessionChunk(e) => chunks.execute(params![
+                    e.event_id,
+                    e.session_id,
+                    i64::try_from(e.seq).unwrap_or(i64::MAX),
+                    e.time.timestamp_micros(),
                     serde_json::to_string(e)?,
                 ])?,
             };

@@ -9,7 +9,7 @@ use crate::store::query::{
 };
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
-use gatehouse_common::audit::{ApiRequestEvent, SessionEndEvent};
+use gatehouse_common::audit::{ApiRequestEvent, SessionChunkEvent, SessionEndEvent};
 use rusqlite::Connection;
 use rusqlite::types::Value;
 use serde::de::DeserializeOwned;
@@ -187,6 +187,18 @@ fn session_detail(
     Ok(Some(SessionDetail { session, requests }))
 }
 
+fn session_chunks(
+    conn: &Connection,
+    session_id: &str,
+) -> Result<Vec<SessionChunkEvent>, EmbeddedError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT event FROM session_chunks WHERE session_id = ?1 ORDER BY seq, event_id",
+    )?;
+    stmt.query_map([session_id], |r| r.get::<_, String>(0))?
+        .map(|json| Ok(serde_json::from_str(&json?)?))
+        .collect()
+}
+
 impl AuditQuery for EmbeddedStore {
     fn requests<'a>(
         &'a self,
@@ -212,5 +224,13 @@ impl AuditQuery for EmbeddedStore {
     ) -> BoxFuture<'a, Result<Option<SessionDetail>, StoreError>> {
         let session_id = session_id.to_string();
         Box::pin(self.run(false, move |conn| session_detail(conn, &session_id)))
+    }
+
+    fn session_chunks<'a>(
+        &'a self,
+        session_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<SessionChunkEvent>, StoreError>> {
+        let session_id = session_id.to_string();
+        Box::pin(self.run(false, move |conn| session_chunks(conn, &session_id)))
     }
 }

@@ -15,10 +15,11 @@ struct Migration {
     sql: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "api_requests and sessions",
-    sql: r#"
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "api_requests and sessions",
+        sql: r#"
 CREATE TABLE api_requests (
     event_id    TEXT    NOT NULL PRIMARY KEY,
     time_us     INTEGER NOT NULL,
@@ -54,10 +55,26 @@ CREATE INDEX sessions_user      ON sessions (user, started_us, event_id);
 CREATE INDEX sessions_namespace ON sessions (namespace, started_us, event_id);
 CREATE INDEX sessions_session   ON sessions (session_id);
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        name: "session_chunks",
+        sql: r#"
+CREATE TABLE session_chunks (
+    event_id    TEXT    NOT NULL PRIMARY KEY,
+    session_id  TEXT    NOT NULL,
+    seq         INTEGER NOT NULL,
+    time_us     INTEGER NOT NULL,
+    event       TEXT    NOT NULL    -- the SessionChunkEvent as JSON
+);
+CREATE INDEX session_chunks_session ON session_chunks (session_id, seq);
+CREATE INDEX session_chunks_time    ON session_chunks (time_us);
+"#,
+    },
+];
 
 /// The schema version this binary writes (the last migration's).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Reads `user_version`, refuses a newer one, and applies the missing migrations in order.
 /// Returns (version found, versions applied).
