@@ -2,7 +2,9 @@
 //! the security settings and RBAC they must, every flag and `GATEHOUSE_*` variable they pass
 //! is one the built binaries' `--help` lists, the Helm chart's checked-in default rendering
 //! equals the kustomize base, every chart value is used and documented, and the Dockerfiles
-//! and compose file use only real build steps and files of this repository.
+//! and compose file use only real build steps and files of this repository. The policy
+//! ConfigMap is deploy/policy/default.yaml and passes `gatehouse policy check`; the eks
+//! overlay runs the agent with the EKS upstream credential.
 //!
 //! Needs `/usr/bin/kubectl` (skips loudly without it) and the built binaries
 //! (`cargo build -p gatehouse-agent -p gatehouse-collector --bins`).
@@ -921,5 +923,187 @@ fn built_in_objects_match_the_kubernetes_api_schema() -> Result<()> {
             errors.join("\n  ")
         );
     }
+    Ok(())
+}
+
+#[test]
+fn policy_config_map_is_the_default_policy_and_agents_follow_the_collector() -> Result<()> {
+    let default = read("deploy/policy/default.yaml")?;
+    // The chart cannot read files outside itself, so it carries a copy.
+    ensure!(
+        read("deploy/helm/gatehouse/files/default-policy.yaml")? == default,
+        "deploy/helm/gatehouse/files/default-policy.yaml is not deploy/policy/default.yaml"
+    );
+    let mut renders = vec![("helm rendering".to_string(), helm_rendering()?)];
+    for tree in TREES {
+        let Some(objects) = kustomize(tree)? else {
+            return Ok(());
+        };
+        renders.push((tree.to_string(), objects));
+    }
+    let cli = gatehouse_tests::harness::stack::find_bin_dir()?.join("gatehouse");
+    let scratch = tempfile::tempdir()?;
+    for (what, objects) in &renders {
+        let cm = find(objects, "ConfigMap", "gatehouse-policy")?;
+        let data = str_at(cm, "/data/policy.yaml");
+        ensure!(
+            data == default,
+            "{what}: ConfigMap gatehouse-policy is not deploy/policy/default.yaml"
+        );
+        // The rendered text, not the source file, is what the collector will load.
+        let file = scratch.path().join("policy.yaml");
+        std::fs::write(&file, data)?;
+        let out = Command::new(&cli)
+            .args(["policy", "check"])
+            .arg(&file)
+            .output()
+            .with_context(|| format!("running {}", cli.display()))?;
+        ensure!(
+            out.status.success(),
+            "{what}: gatehouse policy check refuses the ConfigMap: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ensure!(
+            String::from_utf8_lossy(&out.stdout).contains("is valid"),
+            "{what}: gatehouse policy check said {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+
+        // The collector reads the file from the mounted ConfigMap.
+        let collector = find(objects, "Deployment", "gatehouse-collector")?;
+        let c = container(collector)?;
+        let policy = arg(c, "--policy").with_context(|| format!("{what}: no --policy"))?;
+        let volume = array(collector, "/spec/template/spec/volumes")
+            .iter()
+            .find(|v| str_at(v, "/configMap/name") == "gatehouse-policy")
+            .with_context(|| format!("{what}: collector does not mount gatehouse-policy"))?;
+        let mount = array(c, "/volumeMounts")
+            .iter()
+            .find(|m| str_at(m, "/name") == str_at(volume, "/name"))
+            .with_context(|| format!("{what}: policy volume not mounted"))?;
+        ensure!(
+            policy == format!("{}/policy.yaml", str_at(mount, "/mountPath"))
+                && mount.pointer("/readOnly") == Some(&Value::Bool(true)),
+            "{what}: --policy={policy} is not the read-only mounted ConfigMap key"
+        );
+
+        // Agents follow the collector they ship to and keep the last good policy on the node.
+        let agent = container(find(objects, "DaemonSet", "gatehouse-agent")?)?;
+        ensure!(
+            arg(agent, "--policy-url").is_some()
+                && arg(agent, "--policy-url") == arg(agent, "--collector-url"),
+            "{what}: agent --policy-url is not its --collector-url"
+        );
+        ensure!(
+            arg(agent, "--policy-file").is_none(),
+            "{what}: agent must follow the collector, not a file of its own"
+        );
+        let spool = arg(agent, "--spool-dir").unwrap_or("/nowhere");
+        ensure!(
+            arg(agent, "--policy-cache").is_some_and(|p| p.starts_with(&format!("{spool}/"))),
+            "{what}: agent --policy-cache is not on the spool volume"
+        );
+        for flag in ["--default-mask-profile", "--mask-body-limit"] {
+            ensure!(arg(agent, flag).is_some(), "{what}: agent has no {flag}");
+        }
+    }
+
+    // The compose trial does the same with the file itself.
+    let compose = &parse_yaml(
+        &read("deploy/docker-compose.yml")?,
+        "deploy/docker-compose.yml",
+    )?[0];
+    let collector = &compose["services"]["collector"];
+    ensure!(
+        strings(collector, "/command").contains("--policy=/etc/gatehouse/policy.yaml")
+            && strings(collector, "/volumes")
+                .contains("./policy/default.yaml:/etc/gatehouse/policy.yaml:ro"),
+        "compose collector does not load deploy/policy/default.yaml"
+    );
+    ensure!(
+        strings(&compose["services"]["agent"], "/command")
+            .contains("--policy-url=https://collector:9443"),
+        "compose agent does not follow the collector's policy"
+    );
+    Ok(())
+}
+
+#[test]
+fn eks_overlay_uses_the_eks_upstream_credential_with_irsa() -> Result<()> {
+    let helps = helps()?;
+    let mut args_by_tree = BTreeMap::new();
+    for tree in TREES {
+        let Some(objects) = kustomize(tree)? else {
+            return Ok(());
+        };
+        let agent = find(&objects, "DaemonSet", "gatehouse-agent")?;
+        let args: Vec<String> = array(container(agent)?, "/args")
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect();
+        let sa = find(&objects, "ServiceAccount", "gatehouse-agent")?;
+        let role = str_at(sa, "/metadata/annotations/eks.amazonaws.com~1role-arn");
+        if *tree == "overlays/eks" {
+            ensure!(
+                args.iter().any(|a| a == "--upstream-credential=eks")
+                    && args.iter().any(|a| a == "--upstream-in-cluster")
+                    && args.iter().any(|a| a
+                        .strip_prefix("--eks-cluster-name=")
+                        .is_some_and(|n| !n.is_empty())),
+                "{tree}: agent does not use the EKS credential with a cluster name: {args:?}"
+            );
+            ensure!(
+                role.starts_with("arn:aws:iam::"),
+                "{tree}: agent ServiceAccount has no IRSA role annotation"
+            );
+        } else {
+            ensure!(
+                !args.iter().any(|a| a.starts_with("--upstream-credential")) && role.is_empty(),
+                "{tree}: the service-account token must stay the default"
+            );
+        }
+        args_by_tree.insert(*tree, args);
+    }
+    // The agent binary itself takes the overlay's argument list (values, requires,
+    // conflicts): `--upstream-credential eks` requires --eks-cluster-name.
+    let mut errors = Vec::new();
+    helps["gatehouse-agent"].check_values(
+        "overlays/eks agent",
+        &args_by_tree["overlays/eks"],
+        &mut errors,
+    );
+    ensure!(errors.is_empty(), "{}", errors.join("\n"));
+
+    // The chart's eks block passes the flags the overlay uses (and the optional ones).
+    let template = read("deploy/helm/gatehouse/templates/agent-daemonset.yaml")?;
+    let block: BTreeSet<String> = template
+        .lines()
+        .skip_while(|l| !l.contains("if .Values.eks.enabled"))
+        .take_while(|l| !l.contains("--oidc-issuer-url"))
+        .filter_map(|l| l.trim().strip_prefix("- --"))
+        .map(|a| format!("--{}", a.split('=').next().unwrap_or(a)))
+        .collect();
+    for a in &args_by_tree["overlays/eks"] {
+        let flag = a.split('=').next().unwrap_or(a);
+        let eks_flag = [
+            "--upstream-credential",
+            "--eks-cluster-name",
+            "--aws-region",
+            "--sts-endpoint",
+            "--assume-role-arn",
+            "--role-session-name",
+            "--external-id",
+        ]
+        .contains(&flag);
+        ensure!(
+            !eks_flag || block.contains(flag),
+            "the chart's eks block does not pass {flag} (it has {block:?})"
+        );
+    }
+    ensure!(
+        block.contains("--upstream-credential") && block.contains("--eks-cluster-name"),
+        "the chart's eks block is missing its core flags: {block:?}"
+    );
     Ok(())
 }
