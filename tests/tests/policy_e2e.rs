@@ -558,3 +558,62 @@ async fn default_policy_through_gatehouse_policy_test() -> anyhow::Result<()> {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     Ok(())
 }
+
+/// The shipped default policy in force on a running agent: its masking rule names a
+/// profile the agent has, so engineers' Secret reads are served (masked), not refused.
+#[tokio::test]
+async fn default_policy_serves_engineers_secret_reads_masked() -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(gatehouse_tests::harness::stack::default_policy())?;
+    let fx = start(&text).await?;
+    let admin_config = fx.stack.dir().join("kubeconfig-admin");
+    gatehouse_tests::harness::kubeconfig::write(
+        &admin_config,
+        &[fx.stack.emulator_admin_context()],
+    )?;
+    let admin = Kubectl::v1_32(&admin_config)?;
+    admin
+        .run(&[
+            "create",
+            "secret",
+            "generic",
+            "api-key",
+            "-n",
+            "dev",
+            "--from-literal=key=hunter2-value",
+        ])
+        .await?
+        .ok()?;
+    let out = fx
+        .until(
+            "alice",
+            &[
+                "get",
+                "secret",
+                "api-key",
+                "-n",
+                "dev",
+                "-o",
+                "jsonpath={.data.key}",
+            ],
+            true,
+        )
+        .await?;
+    use base64::Engine as _;
+    let shown = base64::engine::general_purpose::STANDARD.decode(out.trim())?;
+    assert_eq!(shown, b"***MASKED***", "{out}");
+    let e = wait_event(&fx.audit, |e| {
+        e.resource == "secrets" && e.name == "api-key"
+    })
+    .await?;
+    assert_eq!(
+        (e.decision, e.decided_by.as_str()),
+        (Decision::Allow, "engineers-read")
+    );
+    // The profile comes from the matching `secrets-masked` rule.
+    assert_eq!(
+        e.policy.as_ref().and_then(|p| p.mask.as_deref()),
+        Some("default"),
+        "{e:?}"
+    );
+    Ok(())
+}
